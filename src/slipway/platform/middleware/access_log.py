@@ -1,0 +1,70 @@
+"""One structured line per request: method, route template, status, duration, client.
+
+Never logs Authorization, cookies or bodies. Health and metrics probes are logged only when
+they fail, so load-balancer polling does not flood the log.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("slipway.access")
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/api/v1/products/{product_id}`), never the raw path."""
+    route = scope.get("route")
+    path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(path_format, str) and path_format:
+        return path_format
+    return UNMATCHED_ROUTE
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp, *, quiet_prefixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.quiet_prefixes = quiet_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        start = time.perf_counter()
+        status = 500
+
+        async def capture_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture_status)
+        finally:
+            path: str = scope["path"]
+            if status >= 400 or not path.startswith(self.quiet_prefixes):
+                self._log(scope, status, start)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, start: float) -> None:
+        user_agent = ""
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value.decode("latin-1")[:256]
+                break
+        client = scope.get("client")
+        log.info(
+            "request",
+            method=scope["method"],
+            route=route_template(scope),
+            status=status,
+            duration_ms=round((time.perf_counter() - start) * 1000, 2),
+            client_ip=client[0] if client else None,
+            user_agent=user_agent,
+        )
