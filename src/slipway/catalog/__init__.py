@@ -1,0 +1,1 @@
+"""The product catalog: public reads (cached, searchable, keyset-paginated), staff writes."""

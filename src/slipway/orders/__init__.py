@@ -1,0 +1,1 @@
+"""Orders: idempotent creation that never oversells, enforced status transitions."""

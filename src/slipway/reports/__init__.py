@@ -1,0 +1,1 @@
+"""Staff reporting: CSV sales reports built by a background job, and the dashboard."""
