@@ -15,7 +15,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from bench import registry, runner  # noqa: E402
+from bench import registry, runner, stack  # noqa: E402
 from bench.wrk import HarnessError  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
@@ -26,10 +26,11 @@ cli = typer.Typer(add_completion=False, no_args_is_help=False)
 @cli.command()
 def main(
     quick: Annotated[
-        bool, typer.Option(help="Short durations and the quick subset of scenarios.")
+        bool,
+        typer.Option(help="The quick subset, short durations and a small seed (< 3 minutes)."),
     ] = False,
     duration: Annotated[
-        float | None, typer.Option(help="Seconds of load per scenario per round [10; quick 5].")
+        float | None, typer.Option(help="Seconds of load per scenario per round [10; quick 2].")
     ] = None,
     warmup: Annotated[
         float | None, typer.Option(help="Seconds of warm-up load per scenario [3; quick 1].")
@@ -57,6 +58,27 @@ def main(
     check_targets: Annotated[
         bool, typer.Option(help="Exit 1 when a target is missed (off: timings are noisy).")
     ] = False,
+    extras: Annotated[
+        bool | None,
+        typer.Option(
+            help="Import time, cold start and RSS growth [on unless --scenarios is given]."
+        ),
+    ] = None,
+    products: Annotated[
+        int | None,
+        typer.Option(min=100, help="Products in the large database [1,000,000; quick 20,000]."),
+    ] = None,
+    data_cache: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the seeded PostgreSQL cluster between runs (~/.cache/slipway-bench); "
+            "any change to the migrations or the seed code seeds afresh."
+        ),
+    ] = True,
+    memory_requests: Annotated[
+        int | None,
+        typer.Option(min=100, help="Requests per memory batch [10,000; quick 2,000]."),
+    ] = None,
 ) -> None:
     """Measure Slipway against bare baselines with wrk, and report same-round ratios."""
     console = Console()
@@ -79,7 +101,12 @@ def main(
         console.print(f"[red]{exc.args[0]}")
         raise typer.Exit(2) from exc
 
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = [
+        {"name": f"{module}.py", "reason": reason}
+        for module, reason in registry.EXTENSION_PROBLEMS.items()
+    ]
+    for item in skipped:
+        console.print(f"[yellow]not merged: {item['name']}: {item['reason']}", markup=False)
     runnable = []
     for scenario in selected:
         reason = registry.SERVERS[scenario.server].unavailable()
@@ -92,8 +119,16 @@ def main(
             console.print(f"[yellow]skipping {scenario.name}: {reason}")
             skipped.append({"name": scenario.name, "reason": reason})
 
+    plan = stack.QUICK_PLAN if quick else stack.FULL_PLAN
+    if products is not None:
+        plan = stack.SeedPlan(
+            large_products=products,
+            small_products=min(plan.small_products, products),
+            users=plan.users,
+            orders=plan.orders,
+        )
     config = runner.RunConfig(
-        duration_s=duration if duration is not None else (5.0 if quick else 10.0),
+        duration_s=duration if duration is not None else (2.0 if quick else 10.0),
         warmup_s=warmup if warmup is not None else (1.0 if quick else 3.0),
         rounds=rounds,
         connections=connections,
@@ -103,6 +138,11 @@ def main(
         output_dir=output_dir,
         keep_logs=keep_logs,
         chart=chart,
+        seed_plan=plan,
+        data_cache=stack.default_cache_root() if data_cache else None,
+        extras=extras if extras is not None else requested is None,
+        memory_requests=memory_requests or (2_000 if quick else 10_000),
+        extra_repeats=2 if quick else 3,
     )
     try:
         outcome = runner.run(runnable, config, console=console, skipped=skipped)
@@ -113,7 +153,10 @@ def main(
     for path in (outcome.json_path, outcome.markdown_path, outcome.chart_path):
         if path is not None:
             console.print(f"wrote {path}")
-    if check_targets and any(summary.target_met is False for summary in outcome.summaries):
+    missed = any(summary.target_met is False for summary in outcome.summaries) or any(
+        not extra.met for extra in outcome.extras
+    )
+    if check_targets and missed:
         raise typer.Exit(1)
 
 

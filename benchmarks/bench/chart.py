@@ -1,4 +1,5 @@
-"""A PNG of throughput and p99 per scenario, baselines drawn apart from Slipway's scenarios."""
+"""A PNG of throughput and p99 per scenario (baselines drawn apart from Slipway's
+scenarios), and of every target as achieved relative to its goal."""
 
 from __future__ import annotations
 
@@ -8,15 +9,32 @@ from typing import Any
 
 from rich.console import Console
 
-from .report import Summary
+from .report import Check, Summary
 
 BASELINE_COLOUR = "#9e9e9e"
 SCENARIO_COLOUR = "#1f77b4"
+MET_COLOUR = "#2ca02c"
 MISSED_COLOUR = "#d62728"
+REFERENCE = "bare_fastapi"
+
+
+def goal_fraction(check: Check) -> float:
+    """Achieved relative to the goal, oriented so that 1 or more means met."""
+    if check.achieved is None:
+        return 0.0
+    if check.limit == 0:
+        return 1.0 if check.achieved <= 0 else 0.0
+    if check.op == "≥":
+        return check.achieved / check.limit
+    return check.limit / check.achieved if check.achieved > 0 else 2.0
 
 
 def render(
-    summaries: Sequence[Summary], path: Path, meta: dict[str, Any], console: Console
+    summaries: Sequence[Summary],
+    path: Path,
+    meta: dict[str, Any],
+    console: Console,
+    checks: Sequence[Check] = (),
 ) -> Path | None:
     try:
         import matplotlib
@@ -37,57 +55,115 @@ def render(
         else (MISSED_COLOUR if summary.target_met is False else SCENARIO_COLOUR)
         for summary in summaries
     ]
-    reference = next((s for s in summaries if s.scenario.baseline is None), None)
-    height = 1.2 + 0.45 * len(summaries)
-    figure, (rps_axis, p99_axis) = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    reference = next((s for s in summaries if s.scenario.name == REFERENCE), None)
+    top_height = 1.2 + 0.42 * len(summaries)
+    bottom_height = (1.0 + 0.38 * len(checks)) if checks else 0.0
+    figure = plt.figure(figsize=(14, top_height + bottom_height + 0.8))
+    grid = figure.add_gridspec(
+        2 if checks else 1,
+        2,
+        height_ratios=[top_height, bottom_height] if checks else [top_height],
+        hspace=0.25,
+    )
+    rps_axis = figure.add_subplot(grid[0, 0])
+    p99_axis = figure.add_subplot(grid[0, 1], sharey=rps_axis)
     positions = list(range(len(summaries)))
 
     panels = (
-        (rps_axis, [s.rps for s in summaries], "requests/s (median)", "throughput", "{:,.0f}"),
-        (p99_axis, [s.p99_ms for s in summaries], "p99 latency, ms (median)", "p99", "{:.2f} ms"),
+        (
+            rps_axis,
+            [s.rps for s in summaries],
+            "requests/s (median of rounds)",
+            "throughput",
+            "{:,.0f}",
+        ),
+        (
+            p99_axis,
+            [s.p99_ms for s in summaries],
+            "p99 latency, ms (median of rounds)",
+            "p99",
+            "{:.1f} ms",
+        ),
     )
     for axis, values, label, ratio_kind, fmt in panels:
         axis.barh(positions, values, color=colours)
         axis.set_xlabel(label)
         axis.grid(axis="x", linestyle=":", alpha=0.6)
-        axis.set_xlim(0, max(values) * 1.35 if max(values) > 0 else 1)
+        axis.set_xlim(0, max(values) * 1.45 if max(values) > 0 else 1)
         for position, value, summary in zip(positions, values, summaries, strict=True):
             ratio = summary.throughput_ratio if ratio_kind == "throughput" else summary.p99_ratio
-            suffix = f"  ({ratio:.2f}x)" if ratio is not None else ""
-            axis.text(value, position, " " + fmt.format(value) + suffix, va="center", fontsize=8)
+            suffix = f"  ({ratio:.2f}x {summary.scenario.baseline})" if ratio is not None else ""
+            axis.text(value, position, " " + fmt.format(value) + suffix, va="center", fontsize=7)
         if reference is not None:
             reference_value = reference.rps if ratio_kind == "throughput" else reference.p99_ms
             axis.axvline(reference_value, color="black", linestyle="--", linewidth=1)
             axis.annotate(
-                reference.scenario.name,
+                f"{REFERENCE} (reference)",
                 xy=(reference_value, 1.0),
                 xycoords=("data", "axes fraction"),
                 xytext=(2, 2),
                 textcoords="offset points",
                 fontsize=8,
             )
-    rps_axis.set_yticks(positions, names)
+    rps_axis.set_yticks(positions, names, fontsize=8)
     rps_axis.set_ylabel("scenario")
+    p99_axis.tick_params(labelleft=False)
     rps_axis.invert_yaxis()
+
+    if checks:
+        axis = figure.add_subplot(grid[1, :])
+        fractions = [goal_fraction(check) for check in checks]
+        shown = [min(value, 3.0) for value in fractions]
+        rows = list(range(len(checks)))
+        axis.barh(
+            rows,
+            shown,
+            color=[
+                BASELINE_COLOUR if c.met is None else (MET_COLOUR if c.met else MISSED_COLOUR)
+                for c in checks
+            ],
+        )
+        axis.axvline(1.0, color="black", linestyle="--", linewidth=1)
+        axis.annotate(
+            "goal",
+            xy=(1.0, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, 2),
+            textcoords="offset points",
+            fontsize=8,
+        )
+        for row, value, check in zip(rows, shown, checks, strict=True):
+            axis.text(
+                value, row, f" {check.achieved_text} (goal {check.goal})", va="center", fontsize=7
+            )
+        axis.set_yticks(rows, [f"{c.subject}: {c.measure}" for c in checks], fontsize=7)
+        axis.set_xlim(0, 3.6)
+        axis.set_xlabel("achieved relative to the goal (1 or more = met; capped at 3)")
+        axis.set_ylabel("target")
+        axis.grid(axis="x", linestyle=":", alpha=0.6)
+        axis.invert_yaxis()
+
     figure.legend(
         handles=[
-            Patch(color=BASELINE_COLOUR, label="baseline"),
+            Patch(color=BASELINE_COLOUR, label="baseline / reference"),
             Patch(color=SCENARIO_COLOUR, label="Slipway (target met or none)"),
-            Patch(color=MISSED_COLOUR, label="Slipway (target missed)"),
+            Patch(color=MISSED_COLOUR, label="target missed"),
+            Patch(color=MET_COLOUR, label="target met"),
         ],
         loc="lower center",
-        ncol=3,
+        ncol=4,
         fontsize=8,
         frameon=False,
     )
+    load = meta.get("loadavg_start", (0.0,))[0]
     figure.suptitle(
         f"Slipway benchmark {meta['timestamp']}: wrk -c{meta['connections']} "
-        f"-d{meta['duration_s']}s, median of {meta['rounds']} rounds; "
-        "ratios vs baseline in brackets",
+        f"-d{meta['duration_s']}s, median of {meta['rounds']} rounds, load average {load:.1f}; "
+        "same-round ratios vs the baseline in brackets",
         fontsize=10,
     )
-    figure.tight_layout(rect=(0, 0.06, 1, 0.95))
+    figure.subplots_adjust(left=0.22, right=0.98, top=0.95, bottom=0.06)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
+from .extras import ExtraResult
 from .model import Sample, Scenario
 
 # A single-worker server under saturating load should use its whole core. Well below that,
@@ -34,22 +35,111 @@ class Summary:
     throughput_ratio: float | None
     p99_ratio: float | None
     efficiency_ratio: float | None
+    p50_ratio: float | None = None
+    server_cores: int = 1
+    background: dict[str, float] | None = None
 
     @property
     def contended(self) -> bool:
+        # Only meaningful for a server pinned to one core under saturating load; a paced
+        # probe or a server spread over every core is not expected to fill one core.
+        if self.server_cores != 1 or self.scenario.lua_script == "probe.lua":
+            return False
         return self.server_cpu_pct < CONTENDED_BELOW_PCT
+
+    def checks(self) -> list[Check]:
+        """Each criterion of the scenario's target, with the figure achieved."""
+        target = self.scenario.target
+        if target is None:
+            return []
+        baseline = self.scenario.baseline or "?"
+        found: list[Check] = []
+        if target.min_throughput_ratio is not None:
+            found.append(
+                Check(
+                    self.scenario.name,
+                    f"req/s vs {baseline}",
+                    "≥",
+                    target.min_throughput_ratio,
+                    self.throughput_ratio,
+                    "x",
+                )
+            )
+        if target.max_p50_ratio is not None:
+            found.append(
+                Check(
+                    self.scenario.name,
+                    f"p50 vs {baseline}",
+                    "≤",
+                    target.max_p50_ratio,
+                    self.p50_ratio,
+                    "x",
+                )
+            )
+        if target.max_p99_ratio is not None:
+            found.append(
+                Check(
+                    self.scenario.name,
+                    f"p99 vs {baseline}",
+                    "≤",
+                    target.max_p99_ratio,
+                    self.p99_ratio,
+                    "x",
+                )
+            )
+        if target.max_errors is not None:
+            found.append(
+                Check(
+                    self.scenario.name,
+                    "errors, all rounds",
+                    "≤",
+                    target.max_errors,
+                    float(self.errors),
+                    "",
+                )
+            )
+        return found
 
     @property
     def target_met(self) -> bool | None:
-        target = self.scenario.target
-        if target is None or self.throughput_ratio is None or self.p99_ratio is None:
+        checks = self.checks()
+        if not checks or any(check.met is None for check in checks):
             return None
-        met = True
-        if target.min_throughput_ratio is not None:
-            met &= self.throughput_ratio >= target.min_throughput_ratio
-        if target.max_p99_ratio is not None:
-            met &= self.p99_ratio <= target.max_p99_ratio
-        return met
+        return all(check.met for check in checks)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One criterion of a target: `achieved <op> limit`."""
+
+    subject: str
+    measure: str
+    op: str
+    limit: float
+    achieved: float | None
+    unit: str
+
+    @property
+    def met(self) -> bool | None:
+        if self.achieved is None:
+            return None
+        return self.achieved >= self.limit if self.op == "≥" else self.achieved <= self.limit
+
+    @property
+    def goal(self) -> str:
+        return f"{self.op} {self.limit:g}{self.unit}"
+
+    @property
+    def achieved_text(self) -> str:
+        if self.achieved is None:
+            return "—"
+        if self.unit == "x":
+            return f"{self.achieved:.2f}x"
+        return f"{self.achieved:g}{(' ' + self.unit) if self.unit else ''}"
+
+    @property
+    def status(self) -> str:
+        return "n/a" if self.met is None else ("met" if self.met else "MISSED")
 
 
 def _same_round_ratio(
@@ -66,6 +156,20 @@ def _same_round_ratio(
         if base is not None and metric(base) > 0:
             ratios.append(metric(sample) / metric(base))
     return statistics.median(ratios) if ratios else None
+
+
+def _background(own: Sequence[Sample]) -> dict[str, float] | None:
+    loads = [sample.background for sample in own if sample.background is not None]
+    if not loads:
+        return None
+    return {
+        "requests_per_second": round(
+            statistics.median(load.requests_per_second for load in loads), 2
+        ),
+        "p50_ms": round(statistics.median(load.p50_ms for load in loads), 3),
+        "p99_ms": round(statistics.median(load.p99_ms for load in loads), 3),
+        "errors": sum(load.errors for load in loads),
+    }
 
 
 def summarise(scenarios: Sequence[Scenario], samples: Sequence[Sample]) -> list[Summary]:
@@ -95,6 +199,9 @@ def summarise(scenarios: Sequence[Scenario], samples: Sequence[Sample]) -> list[
                 efficiency_ratio=_same_round_ratio(
                     own, scenario.baseline, by_key, lambda s: s.requests_per_cpu_second
                 ),
+                p50_ratio=_same_round_ratio(own, scenario.baseline, by_key, lambda s: s.wrk.p50_ms),
+                server_cores=own[-1].server_cores,
+                background=_background(own),
             )
         )
     return summaries
@@ -124,7 +231,9 @@ HEADERS = (
     "srv CPU",
     "wrk CPU",
     "req/CPU-s",
+    "vs",
     "rps ratio",
+    "p50 ratio",
     "p99 ratio",
     "req/CPU-s ratio",
     "target",
@@ -146,7 +255,9 @@ def _rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
                 f"{summary.server_cpu_pct:.0f}%",
                 f"{summary.client_cpu_pct:.0f}%",
                 f"{summary.requests_per_cpu_second:,.0f}",
+                summary.scenario.baseline or "",
                 _ratio(summary.throughput_ratio, reference=reference),
+                _ratio(summary.p50_ratio, reference=reference),
                 _ratio(summary.p99_ratio, reference=reference),
                 _ratio(summary.efficiency_ratio, reference=reference),
                 _verdict(summary),
@@ -155,17 +266,47 @@ def _rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
     return rows
 
 
+def checks(summaries: Sequence[Summary], extras: Sequence[ExtraResult]) -> list[Check]:
+    """Every target of the run, in the issue's order: scenario ratios, then the extras."""
+    found = [check for summary in summaries for check in summary.checks()]
+    found += [
+        Check(extra.name, extra.description, "≤", extra.limit, extra.value, extra.unit)
+        for extra in extras
+    ]
+    return found
+
+
+TARGET_HEADERS = ("subject", "measure", "goal", "achieved", "status")
+
+
+def _target_rows(found: Sequence[Check]) -> list[tuple[str, ...]]:
+    return [
+        (check.subject, check.measure, check.goal, check.achieved_text, check.status)
+        for check in found
+    ]
+
+
 def rich_table(summaries: Sequence[Summary], title: str) -> Table:
     table = Table(title=title)
     for index, header in enumerate(HEADERS):
         table.add_column(
             header,
-            justify="left" if index in (0, len(HEADERS) - 1) else "right",
+            justify="left" if index in (0, 9, len(HEADERS) - 1) else "right",
             no_wrap=index == 0,
         )
     for row, summary in zip(_rows(summaries), summaries, strict=True):
         met = summary.target_met
         style = None if met is None else ("green" if met else "bold red")
+        table.add_row(*row, style=style)
+    return table
+
+
+def rich_targets(found: Sequence[Check], title: str) -> Table:
+    table = Table(title=title)
+    for header in TARGET_HEADERS:
+        table.add_column(header, justify="right" if header == "achieved" else "left")
+    for row, check in zip(_target_rows(found), found, strict=True):
+        style = None if check.met is None else ("green" if check.met else "bold red")
         table.add_row(*row, style=style)
     return table
 
@@ -186,7 +327,35 @@ def warnings(summaries: Sequence[Summary]) -> list[str]:
     return notes
 
 
-def markdown(summaries: Sequence[Summary], meta: dict[str, Any]) -> str:
+def background_notes(summaries: Sequence[Summary]) -> list[str]:
+    notes = []
+    for summary in summaries:
+        load, spec = summary.background, summary.scenario.background
+        if load is None or spec is None:
+            continue
+        notes.append(
+            f"{summary.scenario.name}: alongside, {spec.description} at {spec.connections} "
+            f"connections served {load['requests_per_second']:,.1f} req/s, p50 "
+            f"{load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, {load['errors']:g} errors."
+        )
+    return notes
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: set[int]) -> list[str]:
+    return [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join("---" if i in left else "---:" for i in range(len(headers))) + " |",
+        *["| " + " | ".join(row) + " |" for row in rows],
+    ]
+
+
+def markdown(
+    summaries: Sequence[Summary],
+    meta: dict[str, Any],
+    extras: Sequence[ExtraResult] = (),
+) -> str:
+    load = meta.get("loadavg_start") or (0.0,)
+    load_end = meta.get("loadavg_end") or (0.0,)
     lines = [
         f"# Slipway benchmark, {meta['timestamp']}",
         "",
@@ -194,42 +363,107 @@ def markdown(summaries: Sequence[Summary], meta: dict[str, Any]) -> str:
             f"wrk `-t{meta['threads']} -c{meta['connections']} -d{meta['duration_s']}s`, "
             f"{meta['rounds']} interleaved rounds, medians shown; server on core "
             f"{meta['server_cpus']}, wrk on core {meta['client_cpus']}. Load average at "
-            f"start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f}."
+            f"start {load[0]:.2f}, at end {load_end[0]:.2f}."
+            + (f" Commit {meta['git_sha'][:12]}." if meta.get("git_sha") else "")
         ),
+    ]
+    stack = meta.get("stack")
+    if stack:
+        lines += [
+            "",
+            (
+                f"Slipway runs in production mode on PostgreSQL {stack['versions'].get('postgresql', '?')} "
+                f"and Redis {stack['versions'].get('redis', '?')} (loopback, pinned with wrk), "
+                f"seeded with `slipway seed`: {stack['seed_sizes']['large']:,} products "
+                f"(and {stack['seed_sizes']['small']:,} for search_small)"
+                + (", restored from the seeded-data cache." if stack.get("from_cache") else ".")
+            ),
+        ]
+    found = checks(summaries, extras)
+    if found:
+        lines += ["", "## Targets", ""]
+        lines += _table(TARGET_HEADERS, _target_rows(found), {0, 1, 2, 4})
+    lines += [
+        "",
+        "## Scenarios",
         "",
         (
-            "Ratios divide each scenario by its baseline within the same round, then take the "
-            "median. Absolute figures drift on a shared machine; quote the ratios. CPU columns "
-            "are the share of one core used under load. req/CPU-s is throughput per second of "
-            "server CPU, the cost of a request, which other load on the machine distorts less."
+            "Ratios divide each scenario by its baseline (`vs`) within the same round, then take "
+            "the median. Absolute figures drift on a shared machine; quote the ratios. CPU "
+            "columns are the share of one core used under load. req/CPU-s is throughput per "
+            "second of server CPU, the cost of a request, which other load on the machine "
+            "distorts less."
         ),
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "| "
-        + " | ".join("---" if i in (0, len(HEADERS) - 1) else "---:" for i in range(len(HEADERS)))
-        + " |",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(summaries)]
-    notes = warnings(summaries)
+    lines += _table(HEADERS, _rows(summaries), {0, 9, len(HEADERS) - 1})
+    notes = background_notes(summaries)
     if notes:
-        lines += ["", *[f"**Warning:** {note}" for note in notes]]
+        lines += ["", *[f"- {note}" for note in notes]]
+    if extras:
+        lines += ["", "## Start-up and memory", ""]
+        for extra in extras:
+            lines.append(
+                f"- **{extra.name}**: {extra.value:g} {extra.unit} ({extra.description}; goal {extra.goal})."
+            )
+            if extra.name == "app_import":
+                heavy = extra.details.get("heaviest_imports", [])[:8]
+                lines.append(
+                    f"  create_app() takes {extra.details.get('create_app_s', 0):g} s more. "
+                    "Heaviest top-level imports (cumulative): "
+                    + ", ".join(f"{row['module']} {row['cumulative_ms']:.0f} ms" for row in heavy)
+                    + "."
+                )
+    warned = warnings(summaries)
+    if warned:
+        lines += ["", *[f"**Warning:** {note}" for note in warned]]
     if meta.get("skipped"):
         lines += ["", "Skipped:"]
         lines += [f"- `{item['name']}`: {item['reason']}" for item in meta["skipped"]]
     return "\n".join(lines) + "\n"
 
 
-def to_json(summaries: Sequence[Summary], meta: dict[str, Any], servers: dict[str, Any]) -> str:
+def to_json(
+    summaries: Sequence[Summary],
+    meta: dict[str, Any],
+    servers: dict[str, Any],
+    extras: Sequence[ExtraResult] = (),
+) -> str:
     document = {
         "meta": meta,
         "servers": servers,
+        "targets": [
+            {
+                "subject": check.subject,
+                "measure": check.measure,
+                "goal": check.goal,
+                "limit": check.limit,
+                "achieved": _round(check.achieved),
+                "met": check.met,
+            }
+            for check in checks(summaries, extras)
+        ],
+        "extras": [
+            {
+                "name": extra.name,
+                "description": extra.description,
+                "value": extra.value,
+                "unit": extra.unit,
+                "limit": extra.limit,
+                "met": extra.met,
+                "details": extra.details,
+            }
+            for extra in extras
+        ],
         "scenarios": [
             {
                 "name": summary.scenario.name,
                 "description": summary.scenario.description,
+                "origin": summary.scenario.origin,
                 "server": summary.scenario.server,
                 "path": summary.scenario.path,
                 "lua_script": summary.scenario.lua_script,
+                "connections": summary.scenario.connections,
                 "baseline": summary.scenario.baseline,
                 "is_baseline": summary.scenario.is_baseline,
                 "target": asdict(summary.scenario.target) if summary.scenario.target else None,
@@ -241,12 +475,15 @@ def to_json(summaries: Sequence[Summary], meta: dict[str, Any], servers: dict[st
                 },
                 "errors_total": summary.errors,
                 "rss_per_worker_mb": summary.rss_mb,
+                "server_cores": summary.server_cores,
                 "server_cpu_pct": summary.server_cpu_pct,
                 "client_cpu_pct": summary.client_cpu_pct,
                 "requests_per_cpu_second": round(summary.requests_per_cpu_second, 1),
                 "contended": summary.contended,
+                "background": summary.background,
                 "ratios": {
                     "throughput": _round(summary.throughput_ratio),
+                    "p50": _round(summary.p50_ratio),
                     "p99": _round(summary.p99_ratio),
                     "requests_per_cpu_second": _round(summary.efficiency_ratio),
                 },
@@ -261,6 +498,7 @@ def to_json(summaries: Sequence[Summary], meta: dict[str, Any], servers: dict[st
                         "requests_per_cpu_second": round(sample.requests_per_cpu_second, 1),
                         "rss_per_worker_mb": sample.rss_per_worker_mb,
                         "processes": [asdict(process) for process in sample.memory],
+                        "background": asdict(sample.background) if sample.background else None,
                     }
                     for sample in summary.samples
                 ],
@@ -268,7 +506,7 @@ def to_json(summaries: Sequence[Summary], meta: dict[str, Any], servers: dict[st
             for summary in summaries
         ],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
 def _round(value: float | None) -> float | None:

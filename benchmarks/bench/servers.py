@@ -13,11 +13,23 @@ from typing import IO
 
 import httpx
 
-from .model import LaunchContext, ProcessMemory, ServerSpec
+from .model import LaunchContext, ProcessMemory, ServerSpec, StackInfo
 from .wrk import HarnessError
 
 _KIB_PER_MIB = 1024
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_cpus(cpus: str) -> set[int]:
+    """A taskset core list ("1", "0,1", "0-3") as a set of core numbers."""
+    found: set[int] = set()
+    for part in cpus.split(","):
+        if "-" in part:
+            low, high = part.split("-", 1)
+            found.update(range(int(low), int(high) + 1))
+        elif part:
+            found.add(int(part))
+    return found
 
 
 def free_port() -> int:
@@ -36,6 +48,14 @@ class RunningServer:
     log_file: IO[bytes]
     command: list[str]
     ctx: LaunchContext
+    pinned_to: str | None = None
+
+    @property
+    def cores(self) -> int:
+        """Cores the server may run on: the CPU columns are shares of this many."""
+        if self.pinned_to is None:
+            return len(os.sched_getaffinity(0))
+        return len(parse_cpus(self.pinned_to))
 
     @property
     def base_url(self) -> str:
@@ -56,15 +76,17 @@ class RunningServer:
 
     def memory(self) -> list[ProcessMemory]:
         """RSS of the server and every process it forked, root first."""
-        return [_memory_of(pid) for pid in [self.process.pid, *_descendants(self.process.pid)]]
+        return [_memory_of(pid) for pid in [self.process.pid, *descendants(self.process.pid)]]
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time consumed so far by the server and its forks."""
         return sum(
-            _cpu_seconds_of(pid) for pid in [self.process.pid, *_descendants(self.process.pid)]
+            _cpu_seconds_of(pid) for pid in [self.process.pid, *descendants(self.process.pid)]
         )
 
     def stop(self) -> None:
+        if self.log_file.closed:
+            return
         if self.process.poll() is None:
             # The server runs in its own session, so the group holds only processes it started.
             try:
@@ -78,20 +100,23 @@ class RunningServer:
         self.log_file.close()
 
 
-def start(
+def launch(
     spec: ServerSpec,
     *,
     workdir: Path,
     repo_root: Path,
     python: str,
     cpus: str | None,
-    ready_timeout_s: float = 60.0,
+    stack: StackInfo | None = None,
 ) -> RunningServer:
+    """Start the process without waiting: servers boot concurrently, then `wait_ready`."""
     port = free_port()
     server_dir = workdir / spec.name
     server_dir.mkdir(parents=True, exist_ok=True)
-    ctx = LaunchContext(port=port, workdir=server_dir, repo_root=repo_root, python=python)
-    pin = spec.cpus if spec.cpus is not None else cpus
+    ctx = LaunchContext(
+        port=port, workdir=server_dir, repo_root=repo_root, python=python, stack=stack
+    )
+    pin = (spec.cpus if spec.cpus is not None else cpus) if spec.pin else None
     command = [*(["taskset", "-c", pin] if pin is not None else []), *spec.command(ctx)]
     log_path = server_dir / "server.log"
     log_file = log_path.open("wb")
@@ -106,13 +131,32 @@ def start(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = RunningServer(spec, process, port, log_path, log_file, command, ctx)
+    return RunningServer(spec, process, port, log_path, log_file, command, ctx, pinned_to=pin)
+
+
+def start(
+    spec: ServerSpec,
+    *,
+    workdir: Path,
+    repo_root: Path,
+    python: str,
+    cpus: str | None,
+    stack: StackInfo | None = None,
+) -> RunningServer:
+    server = launch(
+        spec, workdir=workdir, repo_root=repo_root, python=python, cpus=cpus, stack=stack
+    )
+    wait_ready(server)
+    return server
+
+
+def wait_ready(server: RunningServer) -> None:
+    """Block until the server answers 200 on its ready path; stop it and raise otherwise."""
     try:
-        _wait_ready(server, ready_timeout_s)
+        _wait_ready(server, server.spec.ready_timeout_s)
     except BaseException:
         server.stop()
         raise
-    return server
 
 
 def _wait_ready(server: RunningServer, timeout_s: float) -> None:
@@ -143,7 +187,7 @@ def probe(url: str) -> httpx.Response:
         return client.get(url)
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

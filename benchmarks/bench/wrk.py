@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .model import WrkResult
@@ -82,22 +83,51 @@ def run(
     *,
     duration_s: float,
     on_tick: Callable[[float], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> WrkResult:
-    """Run wrk to completion, killing it if it overruns its duration by a wide margin."""
+    """Run wrk to completion, killing it if it overruns its duration by a wide margin.
+
+    `stop_when` ends the run early: wrk prints its report when interrupted with SIGINT.
+    """
+    process = spawn(command, env=env)
+    return wait(process, command, duration_s=duration_s, on_tick=on_tick, stop_when=stop_when)
+
+
+def spawn(command: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env} if env else None,
+    )
+
+
+def wait(
+    process: subprocess.Popen[str],
+    command: Sequence[str],
+    *,
+    duration_s: float,
+    on_tick: Callable[[float], None] | None = None,
+    stop_when: Callable[[], bool] | None = None,
+) -> WrkResult:
     deadline = time.monotonic() + duration_s + 20
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = started
+    last = time.monotonic()
+    interrupted = False
     while process.poll() is None:
         now = time.monotonic()
         if now > deadline:
             process.kill()
             process.wait()
             raise HarnessError(f"wrk did not finish within {duration_s + 20:.0f}s: {command}")
+        if not interrupted and stop_when is not None and stop_when():
+            process.send_signal(signal.SIGINT)
+            interrupted = True
         if on_tick is not None:
             on_tick(now - last)
         last = now
-        time.sleep(0.2)
+        time.sleep(0.05 if stop_when is not None else 0.2)
     if on_tick is not None:
         on_tick(time.monotonic() - last)
     stdout, stderr = process.communicate()

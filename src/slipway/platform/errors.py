@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from slipway.platform.context import current_request_id
 
@@ -196,7 +197,27 @@ async def _validation_handler(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _http_error_handler(_request: Request, exc: Exception) -> Response:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str | None:
+    """Every method the request's path supports, for a 405's Allow header.
+
+    Starlette answers 405 from the first route whose path matches and lists that route's
+    methods only; FastAPI registers one route per method, so `PUT /users/me` was answered
+    with `Allow: GET` although PATCH and DELETE exist too (RFC 9110 §15.5.6 wants all of
+    them; found by schemathesis). Each method is tried against the routes' own matching,
+    which also sees into included routers.
+    """
+    allowed: list[str] = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed) if allowed else None
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     try:
@@ -204,7 +225,10 @@ async def _http_error_handler(_request: Request, exc: Exception) -> Response:
     except ValueError:
         default_message = "HTTP error"
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else default_message
-    return error_response(status, code_for_status(status), message, None, exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 405 and (allow := allowed_methods(request)):
+        headers["Allow"] = allow
+    return error_response(status, code_for_status(status), message, None, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -89,11 +89,21 @@ def configure_logging(
         redact_secrets,
     ]
     renderer: Processor
+    # Tracebacks never include local variables: they hold request bodies, passwords,
+    # tokens and the settings (DATABASE_URL with its password). structlog shows them by
+    # default in both renderers.
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        exc_processors: list[Processor] = [structlog.processors.dict_tracebacks]
+        exc_processors: list[Processor] = [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        ]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
         exc_processors = []
 
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import structlog
@@ -13,7 +13,14 @@ from fastapi import Depends, FastAPI, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from slipway.platform.cache.service import CacheService, open_cache
 from slipway.platform.db.engine import create_engine, create_session_factory
+from slipway.platform.events.bus import EventBus, open_events
+from slipway.platform.jobs.runtime import JobQueue, open_jobs
+from slipway.platform.mail.sender import Mailer, open_mailer
+from slipway.platform.metrics.runtime import open_metrics
+from slipway.platform.observability.tracing import instrument_engine
+from slipway.platform.ratelimit.limiter import RateLimiterService, open_limiter
 from slipway.platform.settings import Settings
 
 log = structlog.get_logger("slipway.lifespan")
@@ -26,6 +33,14 @@ class Services:
     session_factory: async_sessionmaker[AsyncSession]
     redis: Redis | None
     exit_stack: AsyncExitStack
+    # Opened before the container so they are never None (Redis or embedded memory).
+    cache: CacheService  # platform/cache
+    limiter: RateLimiterService  # platform/ratelimit
+    mailer: Mailer  # platform/mail
+    events: EventBus  # platform/events
+    # Opened last, on the finished container (its embedded runner executes jobs with it),
+    # so closed first: queued jobs drain while everything they use is still open.
+    jobs: JobQueue = field(init=False)  # platform/jobs
 
 
 def create_redis(url: str) -> Redis:
@@ -54,7 +69,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             session_factory=create_session_factory(engine),
             redis=redis,
             exit_stack=stack,
+            cache=await open_cache(settings, stack),
+            limiter=await open_limiter(settings, redis, stack),
+            mailer=open_mailer(settings),
+            events=await open_events(settings, redis, stack),
         )
+        services.jobs = await open_jobs(services)
+        # Component hooks (each helper module adds its own `await open_x(services)` here,
+        # registering its close callback on services.exit_stack).
         log.info(
             "services_opened",
             database=engine.url.get_backend_name(),
@@ -70,12 +92,17 @@ def lifespan_for(settings: Settings) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_services(settings) as services:
             app.state.services = services
+            # HTTP worker only (Celery opens services too, and has its own metrics): the
+            # pool, memory and readiness gauges, build info, METRICS_EXPOSURE=port's
+            # listener; SQL spans when OTEL_ENABLED. Stopped by services.exit_stack.
+            await open_metrics(services)
+            instrument_engine(services.engine, settings)
             yield {"services": services}
 
     return lifespan
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 

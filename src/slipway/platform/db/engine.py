@@ -27,7 +27,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine:
-    """Create the async engine. `null_pool` is for Lambda and one-shot CLI commands."""
+    """Create the async engine. `null_pool` (or DB_NULL_POOL) is for Lambda and one-shot
+    CLI commands."""
+    null_pool = null_pool or settings.db_null_pool
     kwargs: dict[str, Any] = {"echo": settings.db_echo}
     if settings.is_sqlite:
         kwargs["connect_args"] = {"timeout": 30}

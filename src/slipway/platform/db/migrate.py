@@ -33,6 +33,14 @@ def alembic_config() -> Config:
 
 
 def _upgrade(connection: Connection, cfg: Config, revision: str) -> None:
+    current = MigrationContext.configure(connection).get_current_revision()
+    known = {rev.revision for rev in ScriptDirectory.from_config(cfg).walk_revisions()}
+    if current is not None and current not in known:
+        # A rollback deploys older code against a schema a newer release migrated (Heroku
+        # and DigitalOcean rerun the release step). Expand/contract migrations keep that
+        # schema compatible, so this is not an error: leave it alone and say so.
+        log.warning("database_ahead_of_code", current=current, code_head=head_revision())
+        return
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
 

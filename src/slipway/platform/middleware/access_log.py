@@ -16,12 +16,25 @@ log = structlog.get_logger("slipway.access")
 UNMATCHED_ROUTE = "<unmatched>"
 
 
+def _template_of(route: object) -> str | None:
+    path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return path_format if isinstance(path_format, str) and path_format else None
+
+
 def route_template(scope: Scope) -> str:
     """The matched route's template (`/api/v1/products/{product_id}`), never the raw path."""
-    route = scope.get("route")
-    path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if isinstance(path_format, str) and path_format:
-        return path_format
+    template = _template_of(scope.get("route"))
+    if template is not None:
+        return template
+    # FastAPI records `scope["route"]` for its own APIRoutes only; plain Starlette routes
+    # (/openapi.json) and mounts (the docs assets) leave just their endpoint behind.
+    endpoint = scope.get("endpoint")
+    if endpoint is not None:
+        for candidate in getattr(scope.get("router"), "routes", ()):
+            if getattr(candidate, "endpoint", None) is endpoint or (
+                getattr(candidate, "app", None) is endpoint
+            ):
+                return _template_of(candidate) or UNMATCHED_ROUTE
     return UNMATCHED_ROUTE
 
 

@@ -1,0 +1,1 @@
+"""Outbound webhooks: staff-registered endpoints receive signed order events."""
