@@ -15,8 +15,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from bench import registry, runner, stack  # noqa: E402
-from bench.wrk import HarnessError  # noqa: E402
+from bench import registry, runner, stack, wrk  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
 
@@ -28,6 +27,13 @@ def main(
     quick: Annotated[
         bool,
         typer.Option(help="The quick subset, short durations and a small seed (< 3 minutes)."),
+    ] = False,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            help="Does every part work? --quick with 1 round of 2 s at 8 connections, no "
+            "warm-up, a tiny seed and no seed cache (the CI smoke test)."
+        ),
     ] = False,
     duration: Annotated[
         float | None, typer.Option(help="Seconds of load per scenario per round [10; quick 2].")
@@ -77,8 +83,11 @@ def main(
     ] = True,
     memory_requests: Annotated[
         int | None,
-        typer.Option(min=100, help="Requests per memory batch [10,000; quick 2,000]."),
+        typer.Option(min=100, help="Requests per memory batch [10,000; quick 1,000]."),
     ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="wrk --timeout: slower responses count as errors.")
+    ] = 10.0,
 ) -> None:
     """Measure Slipway against bare baselines with wrk, and report same-round ratios."""
     console = Console()
@@ -92,6 +101,12 @@ def main(
             console.print(f"{scenario.name}{base}{flags}: {scenario.description}", markup=False)
         return
 
+    if smoke:
+        quick = True
+        rounds = 1
+        duration = duration if duration is not None else 2.0
+        warmup = warmup if warmup is not None else 0.0
+        data_cache = False
     requested = (
         [name.strip() for name in scenarios.split(",") if name.strip()] if scenarios else None
     )
@@ -119,7 +134,7 @@ def main(
             console.print(f"[yellow]skipping {scenario.name}: {reason}")
             skipped.append({"name": scenario.name, "reason": reason})
 
-    plan = stack.QUICK_PLAN if quick else stack.FULL_PLAN
+    plan = stack.SMOKE_PLAN if smoke else (stack.QUICK_PLAN if quick else stack.FULL_PLAN)
     if products is not None:
         plan = stack.SeedPlan(
             large_products=products,
@@ -141,12 +156,14 @@ def main(
         seed_plan=plan,
         data_cache=stack.default_cache_root() if data_cache else None,
         extras=extras if extras is not None else requested is None,
-        memory_requests=memory_requests or (2_000 if quick else 10_000),
-        extra_repeats=2 if quick else 3,
+        memory_requests=memory_requests or (300 if smoke else 1_000 if quick else 10_000),
+        extra_repeats=1 if quick else 3,
+        timeout_s=timeout,
+        max_connections=8 if smoke else None,
     )
     try:
         outcome = runner.run(runnable, config, console=console, skipped=skipped)
-    except HarnessError as exc:
+    except wrk.HarnessError as exc:
         console.print(f"[red]benchmark failed: {exc}")
         raise typer.Exit(1) from exc
 

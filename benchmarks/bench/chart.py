@@ -89,7 +89,7 @@ def render(
         axis.barh(positions, values, color=colours)
         axis.set_xlabel(label)
         axis.grid(axis="x", linestyle=":", alpha=0.6)
-        axis.set_xlim(0, max(values) * 1.45 if max(values) > 0 else 1)
+        axis.set_xlim(0, max(values) * 1.75 if max(values) > 0 else 1)
         for position, value, summary in zip(positions, values, summaries, strict=True):
             ratio = summary.throughput_ratio if ratio_kind == "throughput" else summary.p99_ratio
             suffix = f"  ({ratio:.2f}x {summary.scenario.baseline})" if ratio is not None else ""
@@ -162,7 +162,7 @@ def render(
         "same-round ratios vs the baseline in brackets",
         fontsize=10,
     )
-    figure.subplots_adjust(left=0.22, right=0.98, top=0.95, bottom=0.06)
+    figure.subplots_adjust(left=0.24, right=0.98, top=0.95, bottom=0.06)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -246,8 +246,20 @@ def _get_check(
     return check
 
 
-def _first_cached(ctx: LaunchContext) -> str:
-    return f"{PRODUCTS}/{_stack(ctx).facts['cached_product_ids'][0]}"
+_prewarmed: set[str] = set()
+
+
+def _cached_check(base_url: str, ctx: LaunchContext) -> str | None:
+    """Every hot id read once, so the cache holds all of them before the warm-up. Once per
+    Redis: every Slipway server of the large database shares its entries."""
+    stack = _stack(ctx)
+    if stack.redis_url not in _prewarmed:
+        ids = stack.facts["cached_product_ids"]
+        stack_module.prewarm(base_url, [f"{PRODUCTS}/{product_id}" for product_id in ids])
+        _prewarmed.add(stack.redis_url)
+    return _get_check(lambda _ctx: f"{PRODUCTS}/{stack.facts['cached_product_ids'][0]}")(
+        base_url, ctx
+    )
 
 
 def _max_id(ctx: LaunchContext) -> str:
@@ -328,6 +340,9 @@ SERVERS: dict[str, ServerSpec] = {
             "slipway_small",
             "Slipway as `slipway`, on the small database (10k products)",
             database=stack_module.SMALL,
+            # Same Redis, other product ids: its cache entries must not mix with the large
+            # database's.
+            CACHE_PREFIX="slipway-small",
         ),
         _slipway_server(
             "slipway_1w_unpinned",
@@ -366,7 +381,6 @@ def _api(
     )
 
 
-_cached_check = _get_check(_first_cached)
 _uncached_check = _get_check(_max_id)
 _first_page_check = _get_check(lambda _ctx: PRODUCTS, nonempty=True)
 _deep_page_check = _get_check(deep_page_path, nonempty=True)

@@ -270,7 +270,9 @@ def checks(summaries: Sequence[Summary], extras: Sequence[ExtraResult]) -> list[
     """Every target of the run, in the issue's order: scenario ratios, then the extras."""
     found = [check for summary in summaries for check in summary.checks()]
     found += [
-        Check(extra.name, extra.description, "≤", extra.limit, extra.value, extra.unit)
+        Check(
+            extra.name, extra.label or extra.description, "≤", extra.limit, extra.value, extra.unit
+        )
         for extra in extras
     ]
     return found
@@ -360,7 +362,8 @@ def markdown(
         f"# Slipway benchmark, {meta['timestamp']}",
         "",
         (
-            f"wrk `-t{meta['threads']} -c{meta['connections']} -d{meta['duration_s']}s`, "
+            f"wrk `-t{meta['threads']} -c{meta['connections']} -d{meta['duration_s']}s` "
+            "(unless a scenario sets its own connections), "
             f"{meta['rounds']} interleaved rounds, medians shown; server on core "
             f"{meta['server_cpus']}, wrk on core {meta['client_cpus']}. Load average at "
             f"start {load[0]:.2f}, at end {load_end[0]:.2f}."
@@ -410,8 +413,8 @@ def markdown(
                 heavy = extra.details.get("heaviest_imports", [])[:8]
                 lines.append(
                     f"  create_app() takes {extra.details.get('create_app_s', 0):g} s more. "
-                    "Heaviest top-level imports (cumulative): "
-                    + ", ".join(f"{row['module']} {row['cumulative_ms']:.0f} ms" for row in heavy)
+                    "Import time by package (`-X importtime` self time, summed): "
+                    + ", ".join(f"{row['package']} {row['self_ms']:.0f} ms" for row in heavy)
                     + "."
                 )
     warned = warnings(summaries)

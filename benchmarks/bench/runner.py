@@ -58,6 +58,9 @@ class RunConfig:
     # Requests per memory batch (RSS after the first batch, growth over the second).
     memory_requests: int = 10_000
     extra_repeats: int = 3
+    timeout_s: float = 10.0
+    # Caps every scenario's connections (the smoke run: answers within its 1-second rounds).
+    max_connections: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class _Run:
         self.stack_info: StackInfo | None = None
         self.wrk_path = ""
 
+    def connections(self, wanted: int | None) -> int:
+        count = wanted or self.config.connections
+        cap = self.config.max_connections
+        return min(count, cap) if cap else count
+
     def step(self, label: str) -> None:
         self.progress.update(self.task, description=label)
 
@@ -144,10 +152,11 @@ class _Run:
             self.wrk_path,
             url,
             duration_s=duration_s,
-            connections=scenario.connections or self.config.connections,
+            connections=self.connections(scenario.connections),
             threads=self.config.threads,
             cpus=client_cpus,
             lua_script=SCRIPTS_DIR / scenario.lua_script if scenario.lua_script else None,
+            timeout_s=self.config.timeout_s,
         )
         env = self.wrk_env(scenario, ctx, path, label)
         background = None
@@ -162,10 +171,11 @@ class _Run:
                 self.wrk_path,
                 server.base_url + "/",
                 duration_s=duration_s + 1,
-                connections=load.connections,
+                connections=self.connections(load.connections),
                 threads=self.config.threads,
                 cpus=client_cpus,
                 lua_script=SCRIPTS_DIR / load.lua_script,
+                timeout_s=self.config.timeout_s,
             )
             background = wrk.spawn(background_command, env=load_env)
             # The storm must be under way before the probe measures under it.
@@ -223,7 +233,7 @@ def run(
         "duration_s": config.duration_s,
         "warmup_s": config.warmup_s,
         "rounds": config.rounds,
-        "connections": config.connections,
+        "connections": min(config.connections, config.max_connections or config.connections),
         "threads": config.threads,
         "server_cpus": config.server_cpus,
         "client_cpus": config.client_cpus,
@@ -252,6 +262,16 @@ def run(
     try:
         with contextlib.ExitStack() as exit_stack, progress:
             task = progress.add_task("preparing", total=total)
+            phases: dict[str, float] = {}
+            meta["phases_s"] = phases
+            phase_started = time.monotonic()
+
+            def phase(name: str) -> None:
+                nonlocal phase_started
+                now = time.monotonic()
+                phases[name] = round(now - phase_started, 1)
+                phase_started = now
+
             state = _Run(config, console, progress, task)
             state.wrk_path = wrk_path
             if needs_stack:
@@ -274,14 +294,18 @@ def run(
                     "from_cache": owned.from_cache,
                     "facts": _public_facts(state.stack_info.facts),
                 }
+            phase("stack")
             _start_servers(state, server_names, workdir, exit_stack, server_info)
+            phase("servers")
             if state.stack_info is not None:
                 _log_in(state)
             for scenario in scenarios:
                 _preflight(state, scenario, server_info)
+            phase("preflight")
 
-            for scenario in scenarios:
-                state.measure(scenario, config.warmup_s, f"warm-up {scenario.name}")
+            if config.warmup_s > 0:
+                for scenario in scenarios:
+                    state.measure(scenario, config.warmup_s, f"warm-up {scenario.name}")
             for round_index in range(config.rounds):
                 # Rotate the order each round so no scenario always runs first or last.
                 shift = round_index % len(scenarios)
@@ -305,8 +329,10 @@ def run(
                             background=measurement.background,
                         )
                     )
+            phase("measurements")
             if config.extras:
                 extra_results = _extras(state, workdir)
+                phase("extras")
             progress.update(task, description="done", completed=total)
     finally:
         if config.keep_logs:
@@ -429,7 +455,7 @@ def _extras(state: _Run, workdir: Path) -> list[extras.ExtraResult]:
     results += extras.import_time(
         sys.executable,
         env,
-        repeats=config.extra_repeats + 2,
+        repeats=config.extra_repeats + 1,
         cpus=config.server_cpus,
         workdir=workdir,
     )
@@ -448,7 +474,7 @@ def _extras(state: _Run, workdir: Path) -> list[extras.ExtraResult]:
     state.step(f"RSS over 2 x {config.memory_requests:,} requests")
     facts = state.stack_info.facts
     ctx = LaunchContext(0, workdir, REPO_ROOT, sys.executable, state.stack_info)
-    from .registry import deep_page_path, id_range_env, words_env
+    from .registry import deep_page_path, id_range_env, login_env, words_env
 
     mix_env: Mapping[str, str] = {
         "BENCH_SCRIPTS_DIR": str(SCRIPTS_DIR),
@@ -458,6 +484,7 @@ def _extras(state: _Run, workdir: Path) -> list[extras.ExtraResult]:
         "BENCH_DEEP_PATH": deep_page_path(ctx),
         **id_range_env(ctx),
         **words_env(ctx),
+        **login_env(ctx),
     }
     results += extras.memory_growth(
         spec,

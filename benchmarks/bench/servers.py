@@ -117,7 +117,9 @@ def launch(
         port=port, workdir=server_dir, repo_root=repo_root, python=python, stack=stack
     )
     pin = (spec.cpus if spec.cpus is not None else cpus) if spec.pin else None
-    command = [*(["taskset", "-c", pin] if pin is not None else []), *spec.command(ctx)]
+    # Started on every core and pinned once ready (`wait_ready`): several servers booting
+    # at once on the one server core would take several times as long.
+    command = list(spec.command(ctx))
     log_path = server_dir / "server.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
@@ -157,6 +159,23 @@ def wait_ready(server: RunningServer) -> None:
     except BaseException:
         server.stop()
         raise
+    if server.pinned_to is not None:
+        pin_tree(server.process.pid, parse_cpus(server.pinned_to))
+
+
+def pin_tree(root_pid: int, cpus: set[int]) -> None:
+    """Pin a process, every thread of it and its children to `cpus`. Threads and processes
+    started later inherit the affinity of the thread that starts them."""
+    for pid in [root_pid, *descendants(root_pid)]:
+        try:
+            threads = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                continue
 
 
 def _wait_ready(server: RunningServer, timeout_s: float) -> None:

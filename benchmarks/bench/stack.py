@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .model import StackInfo
+from .servers import pin_tree
 from .wrk import HarnessError
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class SeedPlan:
 
 FULL_PLAN = SeedPlan(large_products=1_000_000, small_products=10_000, users=200, orders=10_000)
 QUICK_PLAN = SeedPlan(large_products=20_000, small_products=2_000, users=60, orders=500)
+SMOKE_PLAN = SeedPlan(large_products=5_000, small_products=1_000, users=30, orders=100)
 
 
 def production_env(
@@ -105,23 +107,6 @@ def _import_services() -> Any:
     from tests.support import services
 
     return services
-
-
-def pin_process_tree(root_pid: int, cpus: set[int]) -> None:
-    """Pin a process, its threads and its children (PostgreSQL backends fork from the
-    postmaster and inherit its affinity) to `cpus`, off the server's core."""
-    from .servers import descendants
-
-    for pid in [root_pid, *descendants(root_pid)]:
-        try:
-            threads = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
-        except OSError:
-            continue
-        for tid in threads:
-            try:
-                os.sched_setaffinity(tid, cpus)
-            except OSError:
-                continue
 
 
 class Stack:
@@ -256,12 +241,18 @@ class Stack:
         assert self.postgres is not None
         self.postgres.stop()
         cached.parent.mkdir(parents=True, exist_ok=True)
-        # Older copies of the same plan are stale (the schema or the seed changed).
+        # Older copies of the same plan are stale (the schema or the seed changed); another
+        # run's copy in progress (.partial) is left alone.
         for stale in cached.parent.glob(f"{self.plan.large_products}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        partial = cached.with_name(cached.name + ".partial")
+            if stale != cached and not stale.name.endswith(".partial"):
+                shutil.rmtree(stale, ignore_errors=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
         _copy_tree(self.postgres.data_dir, partial)
-        partial.rename(cached)
+        try:
+            partial.rename(cached)
+        except OSError:
+            # A concurrent run kept the same data first: its copy serves as well.
+            shutil.rmtree(partial, ignore_errors=True)
         self.postgres.start()
         self._pin()
 
@@ -344,9 +335,9 @@ class Stack:
         assert self.redis is not None
         pid_file = self.postgres.data_dir / "postmaster.pid"
         postmaster = int(pid_file.read_text().splitlines()[0])
-        pin_process_tree(postmaster, self.pin_cpus)
+        pin_tree(postmaster, self.pin_cpus)
         assert self.redis.process is not None
-        pin_process_tree(self.redis.process.pid, self.pin_cpus)
+        pin_tree(self.redis.process.pid, self.pin_cpus)
 
     async def _facts(self) -> dict[str, Any]:
         import asyncpg  # type: ignore[import-untyped]
@@ -384,10 +375,12 @@ class Stack:
                         ORDER_PRODUCTS,
                     )
                 ]
+                # The highest ids: never among the order scenario's products (the lowest ids
+                # in stock), whose orders invalidate their cache entries.
                 facts["cached_product_ids"] = [
                     row[0]
                     for row in await connection.fetch(
-                        "SELECT id FROM products ORDER BY id LIMIT $1", CACHED_PRODUCTS
+                        "SELECT id FROM products ORDER BY id DESC LIMIT $1", CACHED_PRODUCTS
                     )
                 ]
                 # The default listing (active, newest first): the position of the row a deep
@@ -431,6 +424,25 @@ def deep_cursor(stack: StackInfo) -> str:
 
     context = CatalogService._cursor_context(ProductQuery())
     return cursor_codec(stack.secret_key).encode(context, list(stack.facts["deep_position"]))
+
+
+def prewarm(base_url: str, paths: list[str], concurrency: int = 16) -> None:
+    """GET every path once, concurrently: the cache holds every hot entry before measuring."""
+    import httpx
+
+    async def main() -> None:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as client:
+
+            async def get(path: str) -> None:
+                async with limit:
+                    response = await client.get(path)
+                if response.status_code != 200:
+                    raise HarnessError(f"prewarm GET {path} answered {response.status_code}")
+
+            await asyncio.gather(*(get(path) for path in paths))
+
+    asyncio.run(main())
 
 
 def login_tokens(base_url: str, stack: StackInfo, count: int) -> list[str]:

@@ -1,5 +1,6 @@
 -- The memory scenario's traffic: a rotation of the API's requests (cached and uncached
--- product reads, the first and a deep page, search, order creation, liveness). The thread
+-- product reads, the first and a deep page, search, order creation, liveness), and one login
+-- (Argon2) in every LOGIN_EVERY requests, about the share of a shop's traffic. The thread
 -- stops after BENCH_STOP_AFTER responses and writes BENCH_DONE_FILE: wrk itself only stops
 -- at the end of its duration, so the harness interrupts it (SIGINT) when the file appears.
 local common = dofile(os.getenv("BENCH_SCRIPTS_DIR") .. "/common.lua")
@@ -8,6 +9,9 @@ local cached = common.list("BENCH_IDS")
 local order_ids = common.list("BENCH_ORDER_IDS")
 local tokens = common.list("BENCH_TOKENS")
 local words = common.list("BENCH_WORDS")
+local users = common.list("BENCH_USERS")
+local password = common.urlencode(os.getenv("BENCH_PASSWORD") or "")
+local LOGIN_EVERY = 50
 local deep = os.getenv("BENCH_DEEP_PATH")
 local id_min = tonumber(os.getenv("BENCH_ID_MIN") or "1")
 local id_max = tonumber(os.getenv("BENCH_ID_MAX") or "1")
@@ -43,8 +47,19 @@ local kinds = {
   function() return wrk.format("GET", "/health/live") end,
 }
 
+local function login()
+  local body = "username=" .. common.urlencode(common.pick(users)) .. "&password=" .. password
+  return wrk.format("POST", "/api/v1/auth/login", {
+    ["Content-Type"] = "application/x-www-form-urlencoded",
+    ["X-Forwarded-For"] = common.client_ip(),
+  }, body)
+end
+
 function request()
   counter = counter + 1
+  if #users > 0 and counter % LOGIN_EVERY == 0 then
+    return login()
+  end
   return kinds[(counter % #kinds) + 1]()
 end
 

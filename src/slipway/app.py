@@ -15,6 +15,7 @@ from slipway.platform.metrics.middleware import MetricsMiddleware
 from slipway.platform.metrics.runtime import install_metrics
 from slipway.platform.middleware.access_log import AccessLogMiddleware
 from slipway.platform.middleware.body_limit import BodySizeLimitMiddleware
+from slipway.platform.middleware.content_encoding import RequestContentEncodingMiddleware
 from slipway.platform.middleware.cors import CORSMiddleware
 from slipway.platform.middleware.gzip import GZipIfAcceptedMiddleware
 from slipway.platform.middleware.https_redirect import HTTPSRedirectExceptHealthMiddleware
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(health.router)
+    health.install_fast_liveness(app)
     app.include_router(api_router)
     app.include_router(events_router)
     if docs_on:
@@ -121,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     # 5. Body-size limit: 413 above MAX_BODY_SIZE, chunked bodies included.
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
+    # 4a. Request bodies with a Content-Encoding: 415 before anything reads them. The app
+    #     never inflates a body, so a decompression bomb costs nothing.
+    app.add_middleware(RequestContentEncodingMiddleware)
     # 4. Unhandled exceptions become the 500 envelope inside the header layers.
     app.add_middleware(ServerErrorEnvelopeMiddleware)
     # 3. Security headers on every response.

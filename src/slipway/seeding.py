@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -231,12 +231,8 @@ async def seed(
                         "updated_at": created,
                     }
                 )
-            result = await conn.execute(
-                _insert_ignore(engine, Order).returning(Order.id), order_rows
-            )
-            inserted = {row[0] for row in result}
-            fresh_lines = [row for row in line_rows if row["order_id"] in inserted]
-            if fresh_lines:
-                await conn.execute(insert(OrderLine), fresh_lines)
+            await conn.execute(_insert_ignore(engine, Order), order_rows)
+            # (order_id, product_id) is unique: a rerun skips the lines it already wrote.
+            await conn.execute(_insert_ignore(engine, OrderLine), line_rows)
             report("orders", len(order_rows))
     return SeedCounts(users=users, products=products, orders=orders)

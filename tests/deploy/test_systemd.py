@@ -42,6 +42,16 @@ EXPECTED = {
     "slipway-worker.service": WORKER,
     "slipway-beat.service": BEAT,
     "slipway-migrate.service": MIGRATE,
+    "slipway-backup.service": [
+        "slipway",
+        "db",
+        "backup",
+        "--output-dir",
+        "/var/lib/slipway/backups",
+        "--keep",
+        "14",
+        "--no-progress",
+    ],
 }
 HARDENING = {
     "NoNewPrivileges": "yes",

@@ -299,6 +299,7 @@ async def test_status_change_reaches_only_the_owner_and_staff(
         json={"items": [{"product_id": product["id"], "quantity": 1}]},
         headers={**shop.auth(owner_token), "Idempotency-Key": uuid.uuid4().hex},
     )
+    assert placed.status_code == 201, placed.text
     order_id = placed.json()["id"]
 
     # Sockets on both instances; the change is made through A.

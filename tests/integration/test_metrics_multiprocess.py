@@ -145,7 +145,7 @@ def _create_testing_tables(database_url: str) -> None:
     asyncio.run(run())
 
 
-def worker_scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape_port(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
     response = httpx.get(f"http://{LOOPBACK}:{port}/metrics", timeout=10)
     assert response.status_code == 200, response.text
     samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
@@ -200,11 +200,11 @@ def test_celery_worker_serves_the_sum_over_its_pool_processes(
             assert response.status_code == 200, response.text
 
         def finished() -> bool:
-            samples = worker_scrape(metrics_port)
+            samples = scrape_port(metrics_port)
             return total(samples["jobs_succeeded_total"], kind=kind) == len(payloads)
 
         worker.wait_until(finished, what="every job succeeded", timeout=60)
-        samples = worker_scrape(metrics_port)
+        samples = scrape_port(metrics_port)
 
     assert total(samples["jobs_started_total"], kind=kind) == len(payloads) + 1
     assert total(samples["jobs_retried_total"], kind=kind) == 1
@@ -217,3 +217,36 @@ def test_celery_worker_serves_the_sum_over_its_pool_processes(
     assert [labels for labels, _ in samples["slipway_build_info"]]
     # The API process counted the enqueues (after their transactions committed).
     assert total(scrape(server)["jobs_enqueued_total"], kind=kind) == len(payloads)
+
+
+def test_separate_metrics_port_is_shared_by_every_worker(
+    tmp_path: Path, servers: list[SlipwayServer]
+) -> None:
+    """METRICS_EXPOSURE=port with two workers: both bind the port (SO_REUSEPORT), and
+    whichever answers a scrape gives the same complete sum."""
+    metrics_port = free_port()
+    env = slipway_env(
+        ENVIRONMENT="testing",
+        LOG_FORMAT="json",
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'port.db'}",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        METRICS_EXPOSURE="port",
+        METRICS_PORT=str(metrics_port),
+        METRICS_HOST=LOOPBACK,
+    )
+    server = start_server(tmp_path, env, args=["--workers", "2"])
+    servers.append(server)
+    for _ in range(10):
+        assert httpx.get(server.url(PID_ROUTE), timeout=10).status_code == 200
+
+    assert httpx.get(server.url("/metrics"), timeout=10).status_code == 404
+    wait_until(
+        lambda: total(scrape_port(metrics_port)["worker_starts_total"]) == 2,
+        timeout=30,
+        what="both workers started",
+    )
+    totals = set()
+    for _ in range(12):
+        samples = scrape_port(metrics_port)
+        totals.add(total(samples["http_requests_total"], route=PID_ROUTE))
+    assert totals == {10}

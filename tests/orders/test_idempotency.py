@@ -1,6 +1,6 @@
 """Idempotency-Key on POST /api/v1/orders: replays of the stored response, 422 on reuse
 with another body, per-user scope, 24 h expiry with the periodic purge, and ten concurrent
-requests with one key on PostgreSQL creating exactly one order."""
+requests with one key creating exactly one order."""
 
 from __future__ import annotations
 
@@ -182,7 +182,6 @@ async def expire_keys(app: FastAPI) -> None:
         )
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_ten_concurrent_requests_with_one_key_create_one_order(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:

@@ -231,3 +231,17 @@ async def test_info_without_git_sha(client: httpx.AsyncClient) -> None:
     response = await client.get("/info")
 
     assert response.json()["git_sha"] is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_fast_liveness_routes_match_their_documentation(client: httpx.AsyncClient) -> None:
+    """The probes answer from plain routes but stay documented with the LiveRead schema."""
+    schema = (await client.get("/openapi.json")).json()
+    for path in ("/health/live", "/health"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+        assert response.headers["x-request-id"]
+        assert (await client.head(path)).status_code == 200
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"]["$ref"].endswith("/LiveRead")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -128,6 +129,24 @@ async def test_requests_are_counted_by_route_template_method_and_status(
     # Raw paths never become labels.
     assert "/_test/observability/items/1" not in response.text
     assert "/no/such/path" not in response.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_probes_and_scrapes_carry_their_own_route_labels(client: httpx.AsyncClient) -> None:
+    """The alert rules leave out `route=~"/health.*|/metrics"`: those requests must carry
+    exactly these labels (the liveness probes and /metrics are plain Starlette routes)."""
+    before = await scrape(client)
+    for path in ("/health/live", "/health", "/health/ready", "/metrics"):
+        assert (await client.get(path)).status_code == 200
+    after = await scrape(client)
+
+    for route in ("/health/live", "/health", "/health/ready", "/metrics"):
+        labels = {"method": "GET", "route": route, "status": "200"}
+        assert (
+            value(after, "http_requests_total", **labels)
+            - value(before, "http_requests_total", **labels)
+            >= 1
+        ), route
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -523,3 +542,43 @@ def test_mark_process_dead_removes_only_live_gauges(
     multiprocess.mark_process_dead(77)
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_77.db", "gauge_livesum_78.db"]
+
+
+# --- the contract with docs/operations/monitoring.md -------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations" / "monitoring.md"
+
+
+def documented_metrics() -> set[str]:
+    """The names in the first column of the "Metrics" table."""
+    section = DOCS.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first_column = line.split("|")[1]
+            names.update(re.findall(r"`([a-z_:]+)`", first_column))
+    return names
+
+
+async def test_exported_metrics_match_the_documented_table(tmp_path: Path) -> None:
+    settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    async with serve(settings) as (_, http):
+        await http.get("/_test/observability/items/1")
+        # Labelled series appear on first use.
+        hooks.record_cache(hit=True, namespace="contract")
+        hooks.record_cache(hit=False, namespace="contract")
+        hooks.record_rate_limited("contract")
+        for event in hooks.JOB_EVENTS:
+            hooks.record_job(event, kind="contract", duration=0.1)
+        await scrape_until(http, "health_ready")
+        response = await http.get("/metrics")
+
+    exported = {
+        family.name + "_total" if family.type == "counter" else family.name
+        for family in text_string_to_metric_families(response.text)
+    }
+    documented = documented_metrics()
+    assert "http_requests_total" in documented  # the table was found
+    assert documented <= exported, documented - exported
+    ours = {name for name in exported if not name.startswith(("python_", "process_"))}
+    assert ours <= documented, ours - documented

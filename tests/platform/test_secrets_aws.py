@@ -31,8 +31,8 @@ AWS_DATABASE_URL = "postgres://slipway:pw@db.internal:5432/slipway"
 #: Credentials moto accepts; nothing here can reach a real AWS account.
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105
-    "AWS_SESSION_TOKEN": "testing",  # noqa: S105
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": REGION,
     "AWS_CONFIG_FILE": "/nonexistent-aws-config",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent-aws-credentials",

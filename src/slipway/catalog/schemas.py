@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from slipway.catalog.models import ProductStatus
-from slipway.platform.text import NO_NUL_PATTERN
+from slipway.platform.schema_types import NO_NUL_PATTERN, json_number_only
 
 Sku = Annotated[
     str,
@@ -29,10 +30,10 @@ Description = Annotated[str, StringConstraints(max_length=5000, pattern=NO_NUL_P
 Currency = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
 ]
-#: Integer minor units (cents); floats never carry money. Strict: JSON `true` or `"5"` are
-#: not numbers, though pydantic's lax mode would have stored them as 1 and 5 (schemathesis).
-PriceMinor = Annotated[int, Field(ge=0, le=1_000_000_000_00, strict=True)]
-Stock = Annotated[int, Field(ge=0, le=10_000_000, strict=True)]
+#: Integer minor units (cents); floats never carry money. Body models accept JSON numbers only
+#: (`json_number_only`): lax mode stored `true` and `"5"` as 1 and 5 (schemathesis).
+PriceMinor = Annotated[int, Field(ge=0, le=1_000_000_000_00)]
+Stock = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
 class ProductCreate(BaseModel):
@@ -45,16 +46,22 @@ class ProductCreate(BaseModel):
     currency: Currency = "USD"
     stock: Stock = 0
 
+    _numbers = field_validator("price_minor", "stock", mode="before")(json_number_only)
+
 
 class ProductUpdate(BaseModel):
     """Fields staff may change with PATCH; stock changes go through restock and orders."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
+    # `SkipJsonSchema[None]`: these may be omitted but not null, and the schema says so (it
+    # documented null as valid, which `_not_null` then refused; found by schemathesis).
+    name: Name | SkipJsonSchema[None] = None
     description: Description | None = None
-    price_minor: PriceMinor | None = None
-    currency: Currency | None = None
+    price_minor: PriceMinor | SkipJsonSchema[None] = None
+    currency: Currency | SkipJsonSchema[None] = None
+
+    _numbers = field_validator("price_minor", mode="before")(json_number_only)
 
     @field_validator("name", "price_minor", "currency")
     @classmethod
@@ -67,7 +74,9 @@ class ProductUpdate(BaseModel):
 class RestockRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantity: Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+
+    _numbers = field_validator("quantity", mode="before")(json_number_only)
 
 
 class ProductRead(BaseModel):

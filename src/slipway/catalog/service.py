@@ -27,7 +27,7 @@ from slipway.catalog.schemas import (
 )
 from slipway.platform.db.session import after_commit
 from slipway.platform.events.models import Audience, Event
-from slipway.platform.http_cache import etag_matches, strong_etag
+from slipway.platform.http_cache import strong_etag
 from slipway.platform.pagination import CursorCodec, InvalidCursorError, Page
 from slipway.platform.services import Services
 
@@ -55,6 +55,14 @@ def _seek_position(sort: ProductSort, position: list[Any]) -> tuple[Any, int]:
     if type(value) is not (int if sort is ProductSort.PRICE else str):
         raise bad
     return value, last_id
+
+
+def if_match_satisfied(if_match: str, etag: str) -> bool:
+    """RFC 9110 If-Match: "*" or the current ETag by strong comparison (a weak validator
+    never matches: it does not promise the bytes the client edited)."""
+    if if_match.strip() == "*":
+        return True
+    return any(candidate.strip() == etag for candidate in if_match.split(","))
 
 
 class CatalogService:
@@ -132,7 +140,7 @@ class CatalogService:
             raise IfMatchRequiredError
         product = await self._get_for_write(product_id)
         # The ETag of the current representation is the version token (RFC 9110 If-Match).
-        if not etag_matches(if_match, strong_etag(serialise(product))):
+        if not if_match_satisfied(if_match, strong_etag(serialise(product))):
             raise StaleProductError
         changes = data.model_dump(exclude_unset=True)
         for field, value in changes.items():

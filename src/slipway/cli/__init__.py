@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from slipway.cli import db as _db
 from slipway.cli import healthcheck as _healthcheck
 from slipway.cli import ops as _ops
 from slipway.cli import seed as _seed
@@ -11,7 +12,7 @@ from slipway.cli import worker as _worker
 from slipway.cli.common import app
 
 # Importing the command modules registers their commands on `app`.
-_ = (_healthcheck, _ops, _seed, _serve, _users, _worker)
+_ = (_db, _healthcheck, _ops, _seed, _serve, _users, _worker)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from slipway.identity.models import Role
 from slipway.identity.security import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
-from slipway.platform.text import NO_NUL_PATTERN
+from slipway.platform.schema_types import NO_NUL_PATTERN
 
 
 class _Input(BaseModel):

@@ -32,6 +32,7 @@ from slipway.platform.events.models import Audience, Event
 from slipway.platform.mail.service import queue_mail
 from slipway.platform.pagination import CursorCodec, InvalidCursorError, Page
 from slipway.platform.services import Services
+from slipway.webhooks.service import queue_webhook_event
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
@@ -107,7 +108,7 @@ class OrderService:
         order = await self._place(actor, data)
         body = OrderRead.model_validate(order).model_dump_json().encode()
         await self.idempotency.store_response(actor.user_id, idempotency_key, 201, body)
-        self._after_change(order, [line.product_id for line in order.lines], created=True)
+        await self._after_change(order, [line.product_id for line in order.lines], created=True)
         await self._queue_confirmation(order)
         return CreatedOrder(201, body, replayed=False)
 
@@ -214,11 +215,12 @@ class OrderService:
                 await self.orders.return_stock(line.product_id, line.quantity)
                 touched.append(line.product_id)
         await self.session.refresh(order)
-        self._after_change(order, touched, created=False)
+        await self._after_change(order, touched, created=False)
         return OrderRead.model_validate(order)
 
-    def _after_change(self, order: Order, product_ids: list[int], *, created: bool) -> None:
-        """Cache invalidation and the owner/staff event, both only once committed."""
+    async def _after_change(self, order: Order, product_ids: list[int], *, created: bool) -> None:
+        """Cache invalidation, the owner/staff event and webhook deliveries, all only once
+        committed (webhook jobs are rows in this transaction, sent after the commit)."""
         services = self.services
         cache = services.cache
 
@@ -227,21 +229,24 @@ class OrderService:
 
         if product_ids and cache is not None:
             after_commit(self.session, invalidate_products)
+        event_type = "order.created" if created else "order.status_changed"
+        data = {
+            "order_id": str(order.id),
+            "status": order.status,
+            "total_minor": order.total_minor,
+            "currency": order.currency,
+        }
         if services.events is not None:
             services.events.publish_after_commit(
                 self.session,
                 Event(
-                    type="order.created" if created else "order.status_changed",
-                    data={
-                        "order_id": str(order.id),
-                        "status": order.status,
-                        "total_minor": order.total_minor,
-                        "currency": order.currency,
-                    },
+                    type=event_type,
+                    data=data,
                     # Only the owner's connections and staff ever see an order's events.
                     audience=Audience.to_users(order.user_id, staff=True),
                 ),
             )
+        await queue_webhook_event(self.session, services, event_type, data)
 
     async def _queue_confirmation(self, order: Order) -> None:
         email = await self.session.scalar(select(User.email).where(User.id == order.user_id))

@@ -217,8 +217,29 @@ def allowed_methods(request: Request) -> str | None:
     return ", ".join(allowed) if allowed else None
 
 
+def _undecodable_json(exc: StarletteHTTPException) -> str | None:
+    """Why a JSON body could not be decoded, when FastAPI reported it as a bare 400.
+
+    FastAPI turns a JSONDecodeError into a 422 but anything else `json.loads` raises into
+    400 "There was an error parsing the body": nesting deeper than the interpreter's
+    recursion limit (RecursionError, e.g. 100k nested arrays), bytes that are not UTF-8,
+    integers beyond the 4300-digit conversion limit (ValueError). Those bodies are invalid
+    JSON like any other and get the same 422.
+    """
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__cause__, RecursionError):
+        return "JSON nesting is too deep."
+    if isinstance(exc.__cause__, ValueError):
+        return "The body is not valid JSON."
+    return None
+
+
 async def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if (reason := _undecodable_json(exc)) is not None:
+        details = [{"field": "body", "loc": ["body"], "message": reason, "type": "json_invalid"}]
+        return error_response(422, "validation_error", "The request is invalid.", details)
     status = exc.status_code
     try:
         default_message = HTTPStatus(status).phrase

@@ -147,6 +147,9 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG (Idempotency-Keys,
+    # token digests); never let LOG_LEVEL=DEBUG turn that on.
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
     structlog.configure(
         processors=[

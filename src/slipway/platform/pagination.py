@@ -19,6 +19,11 @@ from slipway.platform.errors import ValidationFailedError
 
 T = TypeVar("T")
 
+#: What `CursorCodec.encode` produces (unpadded base64url), as documented on every `cursor`
+#: query parameter: anything else is refused before it is decoded.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+CURSOR_MAX_LENGTH = 1024
+
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
@@ -46,7 +51,7 @@ class CursorCodec:
         return base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
 
     def decode(self, context: str, cursor: str) -> list[Any]:
-        if len(cursor) > 1024:
+        if len(cursor) > CURSOR_MAX_LENGTH:
             raise InvalidCursorError(details=[{"field": "cursor", "message": "too long"}])
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))

@@ -69,9 +69,7 @@ def aws_settings_source(
     if backend == "none":
         return None
     if backend not in BACKENDS:
-        raise SecretsSourceError(
-            f"SECRETS_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}"
-        )
+        raise SecretsSourceError(f"SECRETS_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
     region = _text(values, "secrets_aws_region")
     endpoint_url = _text(values, "secrets_aws_endpoint_url")
     try:

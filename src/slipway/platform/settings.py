@@ -295,6 +295,7 @@ class Settings(BaseSettings):
     s3_region: str | None = None
 
     # --- Observability (platform/metrics, platform/observability) ---
+    #: Prometheus metrics: the request middleware, GET /metrics and the worker gauges.
     metrics_enabled: bool = True
     #: Who may read /metrics. "auto": public in development and testing; elsewhere "token"
     #: when METRICS_TOKEN is set, else "ip_allowlist". "port": not on the app's port at all,
@@ -324,16 +325,22 @@ class Settings(BaseSettings):
     #: The Celery worker's own metrics listener (its main process serves the sum over its
     #: pool processes).
     worker_metrics_port: int = Field(default=9808, ge=1, le=65535)
+    #: Bind address of the worker's listener (default: HOST).
     worker_metrics_host: str | None = None
-    #: Sentry (on when SENTRY_DSN is set). Sample rates are fractions of transactions.
+    #: Sentry's environment name (default: ENVIRONMENT). Sentry is on when SENTRY_DSN is set.
     sentry_environment: str | None = None
+    #: Fraction of requests and jobs Sentry traces (0 to 1).
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: Fraction of traced transactions Sentry also profiles (0 to 1).
     sentry_profiles_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    #: OpenTelemetry traces over OTLP/HTTP (endpoint default: the exporter's own,
-    #: OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4318).
+    #: OpenTelemetry traces over OTLP/HTTP for requests, SQL, Redis, httpx and Celery.
     otel_enabled: bool = False
+    #: OTLP/HTTP base URL, e.g. http://otel-collector:4318 (default: the exporter's own,
+    #: OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4318).
     otel_exporter_otlp_endpoint: str | None = None
+    #: `service.name` of every span.
     otel_service_name: str = "slipway"
+    #: Fraction of requests and jobs that start a trace (0 to 1); the rest follow their parent.
     otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     #: pyinstrument request profiler (`?profile=1`), development only; production refuses it.
     profiler_enabled: bool = False
@@ -351,6 +358,13 @@ class Settings(BaseSettings):
     #: Tests only: allow webhook URLs on loopback (127.0.0.0/8, ::1). Every other private,
     #: link-local, metadata or reserved address stays refused. Production refuses it.
     webhook_allow_loopback: bool = False
+    #: Registered endpoints at most: every order event fans out to each subscribed one.
+    webhook_max_endpoints: int = Field(default=50, ge=1, le=1000)
+
+    # --- Backups (ops/backup: `slipway db backup|restore`) ---
+    #: Directory of pg_dump and pg_restore (default: the newest /usr/lib/postgresql/*/bin,
+    #: then PATH). pg_dump must be at least the server's major version.
+    backup_pg_bin_dir: Path | None = None
 
     # --- Secrets manager (platform/secrets_aws) ---
     #: Read settings from AWS at startup: "aws-secretsmanager" (one JSON secret) or

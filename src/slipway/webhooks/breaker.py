@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 from purgatory import AsyncCircuitBreakerFactory, AsyncInMemoryUnitOfWork
 from purgatory.domain.model import OpenedState
+from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 from purgatory.service._async.repository import AsyncRedisRepository
 from purgatory.service._async.unit_of_work import AsyncAbstractUnitOfWork
-from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 from redis.asyncio import Redis
 
 from slipway.platform.settings import Settings
@@ -84,7 +84,7 @@ class EndpointBreakers:
         return await self._factory.get_breaker(circuit_name(endpoint_id))
 
     async def state(self, endpoint_id: uuid.UUID) -> str:
-        """"closed", "opened" or "half-opened" (an endpoint never delivered to is closed)."""
+        """ "closed", "opened" or "half-opened" (an endpoint never delivered to is closed)."""
         context = await self._uow.contexts.get(circuit_name(endpoint_id))
         return "closed" if context is None else context.state
 
@@ -93,7 +93,9 @@ class EndpointBreakers:
         name = circuit_name(endpoint_id)
         contexts = self._uow.contexts
         if isinstance(contexts, _SharedRedisRepository):
-            await contexts.redis.delete(f"{contexts.prefix}{name}", f"{contexts.prefix}{name}::failure_count")
+            await contexts.redis.delete(
+                f"{contexts.prefix}{name}", f"{contexts.prefix}{name}::failure_count"
+            )
         else:
             breakers = getattr(contexts, "breakers", {})
             breakers.pop(name, None)

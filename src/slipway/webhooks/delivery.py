@@ -77,10 +77,17 @@ async def record(
                 status=status.value,
                 status_code=result.status_code if result else None,
                 duration_ms=result.duration_ms if result else None,
-                error=error if error is not None else (None if result is None or result.ok else result.describe()),
+                error=error
+                if error is not None
+                else (None if result is None or result.ok else result.describe()),
                 response_excerpt=result.excerpt if result else None,
             )
         )
+
+
+def _raise_unless_accepted(result: SendResult) -> None:
+    if not result.ok:
+        raise DeliveryFailedError(result.describe())
 
 
 async def deliver(
@@ -113,16 +120,19 @@ async def deliver(
     try:
         async with breaker:
             result = await send(target, attempt.body, headers, settings, verify=verify)
-            if not result.ok:
-                # Raised inside the breaker so that it counts as a failure.
-                raise DeliveryFailedError(result.describe())
+            # Raised inside the breaker so that it counts as a failure.
+            _raise_unless_accepted(result)
     except CircuitOpenError as error:
         await record(services, attempt, DeliveryStatus.CIRCUIT_OPEN, error=str(error))
         bound.warning("webhook_circuit_open")
         raise CircuitOpenRetryError(str(error)) from error
     except DeliveryFailedError:
         await record(services, attempt, DeliveryStatus.FAILED, result)
-        bound.warning("webhook_failed", status_code=result and result.status_code, error=result and result.error)
+        bound.warning(
+            "webhook_failed",
+            status_code=result and result.status_code,
+            error=result and result.error,
+        )
         raise
     assert result is not None
     await record(services, attempt, DeliveryStatus.SUCCEEDED, result)

@@ -25,7 +25,9 @@ class WebhookRepository:
         return await self.session.get(WebhookEndpoint, endpoint_id)
 
     async def count(self) -> int:
-        return int(await self.session.scalar(select(func.count()).select_from(WebhookEndpoint)) or 0)
+        return int(
+            await self.session.scalar(select(func.count()).select_from(WebhookEndpoint)) or 0
+        )
 
     async def list_all(self) -> list[WebhookEndpoint]:
         rows = await self.session.scalars(

@@ -33,9 +33,6 @@ from slipway.webhooks.ssrf import BlockedTargetError, check_target
 log = structlog.get_logger("slipway.webhooks")
 
 DELIVER_JOB = "webhooks.deliver"
-#: Every event fans out to every subscribed endpoint in the request's transaction: a
-#: bound keeps that cost, and the jobs it queues, predictable.
-MAX_ENDPOINTS = 50
 
 
 class WebhookService:
@@ -71,8 +68,11 @@ class WebhookService:
     ) -> WebhookEndpointWithSecret:
         """Register an endpoint; the response carries its signing secret, once."""
         url = await self._checked_url(data.url)
-        if await self.repository.count() >= MAX_ENDPOINTS:
-            raise TooManyWebhooksError(details={"max": MAX_ENDPOINTS})
+        # Every event fans out to each subscribed endpoint inside the request's
+        # transaction: the bound keeps that cost predictable.
+        limit = self.services.settings.webhook_max_endpoints
+        if await self.repository.count() >= limit:
+            raise TooManyWebhooksError(details={"max": limit})
         secret = generate_secret()
         endpoint = await self.repository.add(
             WebhookEndpoint(
@@ -143,8 +143,6 @@ async def queue_webhook_event(
     The jobs are rows in the caller's transaction (sent after its commit), so an event
     is delivered if and only if the change that caused it committed. Returns the count.
     """
-    if services.jobs is None:
-        return 0
     endpoints = await WebhookRepository(session).subscribed(event_type)
     occurred_at = utcnow().isoformat()
     for endpoint in endpoints:
@@ -162,4 +160,3 @@ async def queue_webhook_event(
             },
         )
     return len(endpoints)
-

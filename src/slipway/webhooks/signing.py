@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format marker, not a secret
 SECRET_BYTES = 32
 SIGNATURE_VERSION = "v1"
 #: How far a receiver should let a timestamp drift from its clock (Standard Webhooks).

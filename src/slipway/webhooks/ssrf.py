@@ -112,9 +112,12 @@ def blocked_reason(address: IPAddress, *, allow_loopback: bool = False) -> str |
         (inner.is_unspecified, "an unspecified address"),
         (inner.is_link_local, "a link-local address"),
         (inner.is_multicast, "a multicast address"),
-        (isinstance(inner, ipaddress.IPv6Address) and inner in _UNIQUE_LOCAL, "a unique-local address"),
-        (inner.is_private, "a private address"),
+        (
+            isinstance(inner, ipaddress.IPv6Address) and inner in _UNIQUE_LOCAL,
+            "a unique-local address",
+        ),
         (inner.is_reserved, "a reserved address"),
+        (inner.is_private, "a private address"),
         (not inner.is_global, "not a public address"),
     )
     for matched, kind in checks:

@@ -31,4 +31,6 @@ async def deliver_webhook(ctx: JobContext) -> JobResult:
 @purger("webhook_deliveries")
 async def purge_webhook_deliveries(session: AsyncSession, now: datetime, settings: Settings) -> int:
     """Delivery records older than RETENTION_DAYS."""
-    return await WebhookRepository(session).purge_deliveries(now - timedelta(days=settings.retention_days))
+    return await WebhookRepository(session).purge_deliveries(
+        now - timedelta(days=settings.retention_days)
+    )

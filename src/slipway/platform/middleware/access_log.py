@@ -40,8 +40,13 @@ def route_template(scope: Scope) -> str:
 
 class AccessLogMiddleware:
     def __init__(self, app: ASGIApp, *, quiet_prefixes: tuple[str, ...] = ()) -> None:
+        # Imported here: metrics.routes builds on this module's fallback resolver.
+        from slipway.platform.metrics.routes import RouteTemplates
+
         self.app = app
         self.quiet_prefixes = quiet_prefixes
+        # The full template (/api/v1/products/{product_id}), as the metrics label it.
+        self.routes = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,8 +69,7 @@ class AccessLogMiddleware:
             if status >= 400 or not path.startswith(self.quiet_prefixes):
                 self._log(scope, status, start)
 
-    @staticmethod
-    def _log(scope: Scope, status: int, start: float) -> None:
+    def _log(self, scope: Scope, status: int, start: float) -> None:
         user_agent = ""
         for name, value in scope["headers"]:
             if name == b"user-agent":
@@ -75,7 +79,7 @@ class AccessLogMiddleware:
         log.info(
             "request",
             method=scope["method"],
-            route=route_template(scope),
+            route=self.routes.resolve(scope),
             status=status,
             duration_ms=round((time.perf_counter() - start) * 1000, 2),
             client_ip=client[0] if client else None,

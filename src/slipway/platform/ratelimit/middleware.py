@@ -44,11 +44,11 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Every limited route (default and named policies) lives under RATE_LIMIT_PATHS:
-        # anything else (health, metrics, docs) skips the limiter's bookkeeping entirely.
+        # Exempt paths (health probes, /metrics) skip the limiter's bookkeeping entirely:
+        # they are polled constantly and never limited.
         path: str = scope["path"]
         limiter = limiter_from_scope(scope)
-        if limiter is None or not limiter.enabled or not _under(path, self.paths):
+        if limiter is None or not limiter.enabled or _under(path, self.exempt):
             await self.app(scope, receive, send)
             return
 
