@@ -104,6 +104,7 @@ def upgrade() -> None:
     with op.batch_alter_table("drill_items") as batch:
         batch.add_column(sa.Column("name", sa.String(length=200), nullable=True))
         batch.alter_column("title", existing_type=sa.String(length=200), nullable=True)
+    create_sync_triggers()
     # A big table is backfilled in batches, each in its own transaction (runbook).
     op.execute("UPDATE drill_items SET name = title WHERE name IS NULL")
 
