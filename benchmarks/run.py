@@ -83,7 +83,7 @@ def main(
     ] = True,
     memory_requests: Annotated[
         int | None,
-        typer.Option(min=100, help="Requests per memory batch [10,000; quick 1,000]."),
+        typer.Option(min=100, help="Requests per memory batch [10,000; quick 500]."),
     ] = None,
     timeout: Annotated[
         float, typer.Option(min=1, help="wrk --timeout: slower responses count as errors.")
@@ -156,7 +156,7 @@ def main(
         seed_plan=plan,
         data_cache=stack.default_cache_root() if data_cache else None,
         extras=extras if extras is not None else requested is None,
-        memory_requests=memory_requests or (300 if smoke else 1_000 if quick else 10_000),
+        memory_requests=memory_requests or (300 if smoke else 500 if quick else 10_000),
         extra_repeats=1 if quick else 3,
         timeout_s=timeout,
         max_connections=8 if smoke else None,

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 # Tests must never pick up a developer's secrets directory or .env.
 os.environ["SECRETS_DIR"] = "/nonexistent-slipway-secrets"
 
-from slipway.app import create_app  # noqa: E402
-from slipway.platform.db.migrate import upgrade  # noqa: E402
-from slipway.platform.settings import Settings  # noqa: E402
+from slipway.app import create_app
+from slipway.platform.db.migrate import upgrade
+from slipway.platform.settings import Settings
 
 pytest_plugins = ["tests.support.plugin"]
 
@@ -69,9 +69,7 @@ def _sqlite_copy(template: Path, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def database_url(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database for this test: a copy of the template."""
     if backend == "sqlite":
         yield _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)

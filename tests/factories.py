@@ -8,8 +8,9 @@ import asyncio
 import functools
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from slipway.catalog.models import Product
 from slipway.identity.models import User
@@ -185,6 +186,32 @@ async def change_status(
     return await client.post(
         f"{ORDERS}/{order_id}/status", json={"status": status}, headers=staff_headers
     )
+
+
+# --- SQL the app runs ----------------------------------------------------------------------
+
+
+@contextmanager
+def captured_statements(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """Every (statement, parameters) the engine sends while the block runs."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def explain(app: FastAPI, statement: str, parameters: Any) -> str:
+    """PostgreSQL's plan for a captured statement, run as-is with its own parameters."""
+    async with session_factory(app)() as session:
+        connection = await session.connection()
+        rows = await connection.exec_driver_sql(f"EXPLAIN {statement}", tuple(parameters))
+        return "\n".join(row[0] for row in rows)
 
 
 # --- Real processes (integration tests) ----------------------------------------------------

@@ -73,23 +73,28 @@ def render(
         (
             rps_axis,
             [s.rps for s in summaries],
-            "requests/s (median of rounds)",
+            "requests/s, median of rounds (log scale)",
             "throughput",
             "{:,.0f}",
         ),
         (
             p99_axis,
             [s.p99_ms for s in summaries],
-            "p99 latency, ms (median of rounds)",
+            "p99 latency, ms, median of rounds (log scale)",
             "p99",
             "{:.1f} ms",
         ),
     )
-    for axis, values, label, ratio_kind, fmt in panels:
-        axis.barh(positions, values, color=colours)
+    for axis, raw_values, label, ratio_kind, fmt in panels:
+        # Nginx and a database write differ by three orders of magnitude: on a linear axis
+        # every Slipway scenario would be a sliver.
+        values = [max(value, 0.01) for value in raw_values]
+        floor = min(values) / 2
+        axis.set_xscale("log")
+        axis.barh(positions, [value - floor for value in values], left=floor, color=colours)
         axis.set_xlabel(label)
         axis.grid(axis="x", linestyle=":", alpha=0.6)
-        axis.set_xlim(0, max(values) * 1.75 if max(values) > 0 else 1)
+        axis.set_xlim(floor, max(values) * 25)
         for position, value, summary in zip(positions, values, summaries, strict=True):
             ratio = summary.throughput_ratio if ratio_kind == "throughput" else summary.p99_ratio
             suffix = f"  ({ratio:.2f}x {summary.scenario.baseline})" if ratio is not None else ""

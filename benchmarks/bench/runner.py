@@ -455,7 +455,7 @@ def _extras(state: _Run, workdir: Path) -> list[extras.ExtraResult]:
     results += extras.import_time(
         sys.executable,
         env,
-        repeats=config.extra_repeats + 1,
+        repeats=config.extra_repeats,
         cpus=config.server_cpus,
         workdir=workdir,
     )

@@ -79,7 +79,8 @@ class RunningServer:
         return [_memory_of(pid) for pid in [self.process.pid, *descendants(self.process.pid)]]
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time consumed so far by the server and its forks."""
+        """User plus system CPU time consumed so far by the server and its forks, reaped
+        ones included."""
         return sum(
             _cpu_seconds_of(pid) for pid in [self.process.pid, *descendants(self.process.pid)]
         )
@@ -231,8 +232,10 @@ def _cpu_seconds_of(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
-    # utime and stime are fields 14 and 15 of stat(5); the split starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    # utime, stime, cutime and cstime are fields 14-17 of stat(5); the split starts at
+    # field 3. The children's times keep the CPU of workers that exited and were reaped
+    # (gunicorn recycling its workers) in the total, which would otherwise go backwards.
+    return sum(int(value) for value in fields[11:15]) / _CLOCK_TICKS
 
 
 def _memory_of(pid: int) -> ProcessMemory:

@@ -12,13 +12,15 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from slipway.catalog.schemas import ProductQuery, ProductSort
 from slipway.catalog.service import CatalogService
 from slipway.platform.db.base import utcnow
 from slipway.platform.pagination import cursor_codec
 from tests.conftest import TEST_SECRET
-from tests.factories import PRODUCTS, insert_products, product_row
+from tests.factories import PRODUCTS, captured_statements, explain, insert_products, product_row
 
 BASE = utcnow() - timedelta(days=30)
 SORT_FIELD = {"created_at": "created_at", "price": "price_minor", "name": "name"}
@@ -296,3 +298,43 @@ async def test_signed_cursor_with_a_foreign_position_is_422(
         CatalogService._cursor_context(ProductQuery(sort=ProductSort.NAME)), ["Item A", 0]
     )
     assert (await client.get(PRODUCTS, params={"sort": "name", "cursor": good})).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_deep_pages_seek_the_index_like_the_first_page(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A page deep in a 20k-row table is an index seek, never a scan and sort: its plan is
+    the first page's plan (the benchmark measures the cost; this pins the plan)."""
+    await insert_products(
+        app,
+        [product_row(i, created_at=BASE + timedelta(seconds=i), price_minor=i % 997,
+                     name=f"Item {i % 1013}") for i in range(20_000)],
+    )  # fmt: skip
+    engine: AsyncEngine = app.state.services.engine
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE products"))
+        await conn.commit()
+    indexes = {
+        "created_at": "ix_products_status_created_at_id",
+        "price": "ix_products_status_price_minor_id",
+        "name": "ix_products_status_name_id",
+    }
+    for sort, index in indexes.items():
+        for order in ("asc", "desc"):
+            params: dict[str, Any] = {"limit": 100, "sort": sort, "order": order}
+            cursor = None
+            for _ in range(50):  # 5,000 rows deep
+                seek = {"cursor": cursor} if cursor else {}
+                page = await client.get(PRODUCTS, params={**params, **seek})
+                cursor = page.json()["next_cursor"]
+            with captured_statements(engine) as statements:
+                deep = await client.get(PRODUCTS, params={**params, "cursor": cursor})
+            assert deep.status_code == 200
+            assert len(deep.json()["items"]) == 100
+            listing = [(s, p) for s, p in statements if "FROM products" in s]
+            assert len(listing) == 1, statements
+            plan = await explain(app, *listing[0])
+            assert index in plan, (sort, order, plan)
+            assert "Sort" not in plan, (sort, order, plan)
+            assert "Seq Scan" not in plan, (sort, order, plan)

@@ -299,3 +299,16 @@ async def test_restock_adds_stock_and_refreshes_the_cache(
         f"{PRODUCTS}/424242/restock", json={"quantity": 1}, headers=admin.headers
     )
     assert missing.status_code == 404
+
+
+async def test_concurrent_archives_apply_once(client: httpx.AsyncClient, app: FastAPI) -> None:
+    admin = await staff(client, app)
+    product = await create_product(client, admin.headers)
+    url = f"{PRODUCTS}/{product['id']}/archive"
+
+    responses = await asyncio.gather(*(client.post(url, headers=admin.headers) for _ in range(5)))
+
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+    assert {r.json()["status"] for r in responses} == {"archived"}
+    current = (await client.get(f"{PRODUCTS}/{product['id']}")).json()
+    assert current["version"] == product["version"] + 1

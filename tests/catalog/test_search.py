@@ -4,17 +4,21 @@ plan of the query the app really runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.factories import PRODUCTS, insert_products, product_row, session_factory
+from tests.factories import (
+    PRODUCTS,
+    captured_statements,
+    explain,
+    insert_products,
+    product_row,
+)
 
 
 @pytest.fixture
@@ -131,20 +135,6 @@ async def test_search_follows_updates(
     assert await search(client, "desk") == {"Desk lamp"}
 
 
-@contextmanager
-def captured_statements(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_search_query_uses_the_gin_index(client: httpx.AsyncClient, app: FastAPI) -> None:
     """10k products; the statement the API runs for `q` is EXPLAINed as-is (same SQL, same
@@ -177,9 +167,6 @@ async def test_search_query_uses_the_gin_index(client: httpx.AsyncClient, app: F
     assert len(search_sql) == 1, statements
     statement, parameters = search_sql[0]
 
-    async with session_factory(app)() as session:
-        connection = await session.connection()
-        plan_rows = await connection.exec_driver_sql(f"EXPLAIN {statement}", tuple(parameters))
-        plan = "\n".join(row[0] for row in plan_rows)
+    plan = await explain(app, statement, parameters)
     assert "ix_products_search_vector" in plan, plan
     assert "Seq Scan" not in plan, plan

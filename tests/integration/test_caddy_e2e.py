@@ -11,11 +11,13 @@ The last test stops one instance: the health checks must route around it.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -107,6 +109,20 @@ def _poll(read: Callable[[], list[dict[str, object]]]) -> list[dict[str, object]
         time.sleep(0.05)
 
 
+def _handshake_ok(port: int, dirs: CaddyDirs) -> bool:
+    if not dirs.local_ca.is_file():
+        return False
+    context = ssl.create_default_context(cafile=str(dirs.local_ca))
+    try:
+        with (
+            socket.create_connection((LOOPBACK, port), timeout=2) as raw,
+            context.wrap_socket(raw, server_hostname=LOOPBACK),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
 def _start_caddy(tmp: Path, upstreams: list[str], static_root: Path) -> Stack:
     binary = caddy_binary()
     caddyfile = render_caddyfile(tmp / "conf")
@@ -132,8 +148,9 @@ def _start_caddy(tmp: Path, upstreams: list[str], static_root: Path) -> Stack:
         try:
             process.wait_for_port(https_port)
             process.wait_for_port(http_port)
-            # Caddy writes its local CA at startup; clients verify against it.
-            process.wait_until(dirs.local_ca.is_file, "caddy's local CA")
+            # Caddy writes its local CA at startup, then issues the site certificate in the
+            # background: ready once a verified handshake succeeds.
+            process.wait_until(partial(_handshake_ok, https_port, dirs), "caddy's certificate")
         except Exception:
             process.close()
             if "address already in use" not in process.log_text().lower():

@@ -179,7 +179,8 @@ def check(built: Built, ids: list[str], encoding: str, db: ReportsDatabase) -> N
     assert _digest(ids) == db.order_ids_digest  # exactly the database's orders
     assert encoding == "chunked"  # streamed, not one buffered body
     assert built.growth_mb < MAX_GROWTH_MB, built
-    print(  # noqa: T201 - the figures for the record (pytest -s)
+    # The figures for the record (visible with pytest -s).
+    print(
         f"\nreport: {ORDERS} rows, {built.report['size_bytes'] / MIB:.1f} MiB CSV in "
         f"{built.seconds:.1f} s; peak RSS {built.peak_mb:.0f} MiB, growth "
         f"{built.growth_mb:.1f} MiB"

@@ -23,7 +23,9 @@ def test_generated_settings_docs_are_current() -> None:
 
 
 def test_every_setting_is_in_env_example() -> None:
-    documented = set(re.findall(r"^# ([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    documented = set(
+        re.findall(r"^# ([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    )
     expected = {name.upper() for name in Settings.model_fields}
     assert expected - documented == set()
     assert documented - expected == set()

@@ -6,7 +6,7 @@ they show in CI output without `-s` (and in JUnit XML as properties).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from tests.support.services import PostgresService, RedisService
 
 HERE = Path(__file__).parent
 FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+RecordProperty = Callable[[str, object], None]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -33,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class Figures:
     """The numbers behind a scenario's claim: printed in the summary, kept in the XML report."""
 
-    def __init__(self, nodeid: str, config: pytest.Config, record: pytest.RecordProperty) -> None:
+    def __init__(self, nodeid: str, config: pytest.Config, record: RecordProperty) -> None:
         self.nodeid = nodeid
         self.config = config
         self.record_property = record
@@ -51,7 +52,7 @@ def _format(value: Any) -> str:
 
 
 @pytest.fixture
-def figures(request: pytest.FixtureRequest, record_property: pytest.RecordProperty) -> Figures:
+def figures(request: pytest.FixtureRequest, record_property: RecordProperty) -> Figures:
     return Figures(request.node.nodeid, request.config, record_property)
 
 

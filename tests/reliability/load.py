@@ -41,14 +41,14 @@ class Attempt:
     """One request and what came of it."""
 
     op: str
+    client: int
     started: float
     finished: float
+    #: The response's status, or None when none came (the error says why).
     status: int | None
-    error: str | None
     ok: bool
-    client: int = -1
-    #: Orders: the Idempotency-Key, the request (to resend it) and the order id when created.
-    key: str | None = None
+    error: str | None = None
+    #: Orders: the request (to send it again with its key) and the order id when created.
     order: OrderRequest | None = None
     order_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -57,11 +57,8 @@ class Attempt:
     def elapsed(self) -> float:
         return self.finished - self.started
 
-    def in_flight_at(self, instant: float) -> bool:
-        return self.started <= instant <= self.finished
-
     def describe(self) -> str:
-        outcome = f"{self.status}" if self.status is not None else f"{self.error}"
+        outcome = f"{self.status} {self.error or ''}" if self.status is not None else self.error
         return f"{self.op} client={self.client} after {self.elapsed:.2f}s: {outcome}"
 
 
@@ -109,16 +106,14 @@ class GetJson:
             response = await client.get(path)
         except httpx.HTTPError as error:
             return Attempt(
-                self.name, started, time.monotonic(), None, _transport_error(error), False,
-                client_id,
+                self.name, client_id, started, time.monotonic(), None, ok=False,
+                error=_transport_error(error),
             )  # fmt: skip
-        kept = {
-            name: response.headers[name] for name in self.keep_headers if name in response.headers
-        }
+        ok = response.status_code in self.expect
         return Attempt(
-            self.name, started, time.monotonic(), response.status_code,
-            None if response.status_code in self.expect else response.text[:300],
-            response.status_code in self.expect, client_id, headers=kept,
+            self.name, client_id, started, time.monotonic(), response.status_code, ok,
+            error=None if ok else response.text[:300],
+            headers={k: response.headers[k] for k in self.keep_headers if k in response.headers},
         )  # fmt: skip
 
 
@@ -147,16 +142,16 @@ async def send_order(
         response = await client.post(order.path, json=order.body, headers=order.headers)
     except httpx.HTTPError as error:
         return Attempt(
-            name, started, time.monotonic(), None, _transport_error(error), False, client_id,
-            order.key, order,
+            name, client_id, started, time.monotonic(), None, ok=False,
+            error=_transport_error(error), order=order,
         )  # fmt: skip
     created = response.status_code == 201
-    order_id = str(response.json()["id"]) if created else None
-    replayed = response.headers.get("idempotent-replayed", "")
+    replayed = response.headers.get("idempotent-replayed")
     return Attempt(
-        name, started, time.monotonic(), response.status_code,
-        None if created else response.text[:300], created, client_id, order.key, order, order_id,
-        {"idempotent-replayed": replayed} if replayed else {},
+        name, client_id, started, time.monotonic(), response.status_code, created,
+        error=None if created else response.text[:300], order=order,
+        order_id=str(response.json()["id"]) if created else None,
+        headers={"idempotent-replayed": replayed} if replayed else {},
     )  # fmt: skip
 
 
@@ -225,7 +220,6 @@ class LoadGenerator:
         self.first_address = first_address
         self.timeout = timeout
         self.report = LoadReport()
-        self.in_flight: Counter[str] = Counter()
         self._in_flight_since: dict[int, tuple[str, float]] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -297,12 +291,10 @@ class LoadGenerator:
             next_start = max(next_start + self.interval, time.monotonic())
             op = ops[sequence % len(ops)]
             sequence += 1
-            self.in_flight[op.name] += 1
             self._in_flight_since[client_id] = (op.name, time.monotonic())
             try:
                 attempt = await op(http, client_id)
             finally:
-                self.in_flight[op.name] -= 1
                 del self._in_flight_since[client_id]
             self.report.attempts.append(attempt)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -85,7 +86,8 @@ def vm_status(pid: int, field_name: str) -> int:
 
 
 class AppServer:
-    """`slipway serve --server gunicorn` (WEB_CONCURRENCY workers) on one fixed port."""
+    """`slipway serve --server gunicorn` (WEB_CONCURRENCY workers; or one uvicorn process)
+    on one fixed port."""
 
     def __init__(
         self, name: str, env: Mapping[str, str], workdir: Path, *, server: str = "gunicorn"
@@ -117,6 +119,7 @@ class AppServer:
         The first start may move to another port when someone took this one; a restart
         must come back on the same port, where the proxy sends requests.
         """
+        may_move = self.process is None
         for attempt in range(PORT_ATTEMPTS):
             self.generation += 1
             env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"{self.name}-prom")}
@@ -134,7 +137,7 @@ class AppServer:
             except ReadinessTimeout:
                 self.process.close()
                 in_use = "address already in use" in self.process.log_text().lower()
-                if in_use and self.generation == 1 and attempt + 1 < PORT_ATTEMPTS:
+                if in_use and may_move and attempt + 1 < PORT_ATTEMPTS:
                     self.port = free_port()
                     continue
                 raise
@@ -243,7 +246,7 @@ class Proxy:
     def base_url(self) -> str:
         return f"https://{LOOPBACK}:{self.stack.https_port}"
 
-    def ssl_context(self) -> Any:
+    def ssl_context(self) -> ssl.SSLContext:
         return self.stack.ssl_context()
 
     def close(self) -> None:
@@ -289,10 +292,6 @@ class Shop:
     buyers: list[Buyer]
     #: Products the load reads (never ordered, so their cache entries stay warm).
     catalog: list[int]
-
-    @property
-    def url(self) -> str:
-        return self.database.url(self.dbname)
 
     def product_paths(self) -> list[str]:
         return [f"/api/v1/products/{product_id}" for product_id in self.catalog]

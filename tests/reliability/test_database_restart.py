@@ -102,12 +102,15 @@ async def test_database_restart_is_detected_and_survived(app: App, figures: Figu
         requests=report.sent(),
         orders_acknowledged=len(acknowledged),
         orders_failed=len(report.failures("order")),
+        order_statuses=dict(report.statuses("order")),
         order_statuses_during_outage=dict(Counter(str(a.status or "error") for a in during)),
         product_reads_failed=len(report.failures("product")),
         stop_took_s=stopped - stopping,
         readiness_503_after_s=seconds_since(not_ready, stopping),
         readiness_200_after_return_s=seconds_since(ready_again, back),
-        first_order_after_return_s=seconds_since(order_again and order_again.finished, back),
+        first_order_after_return_s=seconds_since(
+            order_again.finished if order_again else None, back
+        ),
     )
 
     assert not_ready is not None

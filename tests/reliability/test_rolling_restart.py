@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from tests.reliability.conftest import Figures
-from tests.reliability.load import GetJson, LoadGenerator, PlaceOrder, retry_orders
+from tests.reliability.load import GetJson, LoadGenerator, Operation, PlaceOrder, retry_orders
 from tests.reliability.support import GRACEFUL_TIMEOUT, ProxiedShop, retried
 
 #: Load before the first restart and after the last one.
@@ -24,8 +24,8 @@ async def test_rolling_restart_loses_no_request(
     exit, start, wait until ready and back in Nginx's rotation before the next), and not one
     request fails; every acknowledged order exists exactly once."""
     shop, proxy = proxied_shop.shop, proxied_shop.proxy
-    reads = [GetJson("product", shop.product_paths()) for _ in range(5)]
-    writes = [PlaceOrder(buyer.token, buyer.product_id) for buyer in shop.buyers]
+    reads: list[Operation] = [GetJson("product", shop.product_paths()) for _ in range(5)]
+    writes: list[Operation] = [PlaceOrder(buyer.token, buyer.product_id) for buyer in shop.buyers]
     orders_before = shop.count_orders()
     timeline: list[str] = []
 
@@ -66,7 +66,7 @@ async def test_rolling_restart_loses_no_request(
     nginx_retries = sum(1 for line in proxy.log.refresh() if retried(line))
     figures(
         "rolling restart",
-        seconds=report.attempts[-1].finished - report.attempts[0].started,
+        load_seconds=load.stopped_at - load.started_at,
         requests=report.sent(),
         gets=report.sent("product"),
         posts=report.sent("order"),

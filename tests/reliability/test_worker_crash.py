@@ -9,11 +9,12 @@ import time
 
 from tests.reliability.conftest import Figures
 from tests.reliability.load import GetJson, LoadGenerator, PlaceOrder, retry_orders
-from tests.reliability.support import START_TIMEOUT, WORKERS, ProxiedShop
+from tests.reliability.support import START_TIMEOUT, WORKERS, ProxiedShop, retried
 
 SETTLE_SECONDS = 2.0
 MAX_LOAD_SECONDS = 60.0
 RESPAWN_LIMIT_SECONDS = 2.0
+SLOW_GET = "/_test/slow?ms=300"
 
 
 async def test_killed_worker_is_respawned_and_no_get_fails(
@@ -33,6 +34,8 @@ async def test_killed_worker_is_respawned_and_no_get_fails(
     async with LoadGenerator(
         proxy.base_url,
         [[GetJson("product", shop.product_paths())] for _ in range(5)]
+        # GETs that take 300 ms: some are surely in flight on the killed worker.
+        + [[GetJson("slow get", [SLOW_GET])] for _ in range(4)]
         + [[PlaceOrder(buyer.token, buyer.product_id)] for buyer in shop.buyers],
         verify=proxy.ssl_context(),
         max_seconds=MAX_LOAD_SECONDS,
@@ -41,7 +44,8 @@ async def test_killed_worker_is_respawned_and_no_get_fails(
         await asyncio.sleep(SETTLE_SECONDS)
         # No await between the snapshot and the kill: the generator's view cannot change.
         orders_in_flight = len(load.in_flight_now("order"))
-        gets_in_flight = len(load.in_flight_now("product"))
+        gets_in_flight = len(load.in_flight_now("product")) + len(load.in_flight_now("slow get"))
+        log_index = len(proxy.log.refresh())
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
 
@@ -69,17 +73,20 @@ async def test_killed_worker_is_respawned_and_no_get_fails(
         requests=report.sent(),
         gets=report.sent("product"),
         posts=report.sent("order"),
-        failed_gets=len(report.failures("product")),
+        slow_gets=report.sent("slow get"),
+        failed_gets=len(report.failures("product")) + len(report.failures("slow get")),
         failed_posts=len(failed_orders),
         failed_posts_sent_after_kill=sum(1 for a in failed_orders if a.started > killed_at),
         posts_in_flight_at_kill=orders_in_flight,
         gets_in_flight_at_kill=gets_in_flight,
         retried_posts_replayed=replayed,
+        nginx_retried_to_other_server=sum(map(retried, proxy.log.refresh()[log_index:])),
         respawned_after_s=forked_after,
         replacement_serving_after_s=serving_after,
     )
 
     assert report.failures("product") == [], report.failure_lines()
+    assert report.failures("slow get") == [], report.failure_lines()
     assert len(failed_orders) <= orders_in_flight, report.failure_lines()
     assert all(a.ok for a in retries), [a.describe() for a in retries]
     assert forked_after <= RESPAWN_LIMIT_SECONDS

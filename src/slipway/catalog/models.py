@@ -35,6 +35,11 @@ class Product(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    # Every ORM update of a product carries `WHERE version = <the version read>` and fails
+    # (StaleDataError) when another writer got there first: optimistic concurrency that holds
+    # on SQLite too, whose reads take no lock. The service sets the new version itself.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
     __table_args__ = (
         CheckConstraint("stock >= 0", name="stock_non_negative"),
         CheckConstraint("price_minor >= 0", name="price_non_negative"),

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, TextClause, literal, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from slipway.catalog.models import Product
+from slipway.catalog.models import Product, ProductStatus
 from slipway.catalog.schemas import ProductQuery, ProductSort
 from slipway.catalog.search import fts5_query
+from slipway.platform.db.base import utcnow
 
 _SORT_COLUMNS = {
     ProductSort.CREATED_AT: Product.created_at,
@@ -111,6 +112,20 @@ class ProductRepository:
             update(Product)
             .where(Product.id == product_id, Product.stock >= quantity, Product.status == "active")
             .values(stock=Product.stock - quantity, version=Product.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def archive(self, product_id: int) -> bool:
+        """Archive an active product; False when it already was archived."""
+        result = await self.session.execute(
+            update(Product)
+            .where(Product.id == product_id, Product.status == ProductStatus.ACTIVE.value)
+            .values(
+                status=ProductStatus.ARCHIVED.value,
+                version=Product.version + 1,
+                updated_at=utcnow(),
+            )
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from slipway.identity.deps import OptionalUser, StaffUser
 from slipway.platform.db.session import SessionDep
 from slipway.platform.errors import PermissionDeniedError
 from slipway.platform.http_cache import CachePolicy, conditional_response
-from slipway.platform.pagination import CURSOR_MAX_LENGTH, CURSOR_PATTERN, Page, cursor_codec
+from slipway.platform.pagination import CURSOR_MAX_LENGTH, Page, cursor_codec
 from slipway.platform.ratelimit.deps import RateLimit
 from slipway.platform.services import ServicesDep
 
@@ -48,9 +48,7 @@ async def list_products(
     catalog: CatalogDep,
     principal: OptionalUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=CURSOR_MAX_LENGTH, pattern=CURSOR_PATTERN)
-    ] = None,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_LENGTH)] = None,
     status_filter: Annotated[ProductStatus, Query(alias="status")] = ProductStatus.ACTIVE,
     min_price: Annotated[int | None, Query(ge=0, le=10**11)] = None,
     max_price: Annotated[int | None, Query(ge=0, le=10**11)] = None,

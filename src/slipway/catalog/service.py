@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from slipway.catalog.errors import (
     DuplicateSkuError,
@@ -16,7 +17,7 @@ from slipway.catalog.errors import (
     ProductNotFoundError,
     StaleProductError,
 )
-from slipway.catalog.models import Product, ProductStatus
+from slipway.catalog.models import Product
 from slipway.catalog.repository import ProductRepository, sort_value
 from slipway.catalog.schemas import (
     ProductCreate,
@@ -146,18 +147,21 @@ class CatalogService:
         for field, value in changes.items():
             setattr(product, field, value)
         product.version += 1
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except StaleDataError as exc:  # a concurrent writer changed it after our read
+            raise StaleProductError from exc
         await self.session.refresh(product)
         self._after_write(product)
         return ProductRead.model_validate(product)
 
     async def archive_product(self, product_id: int) -> ProductRead:
+        await self._get_for_write(product_id)
+        # One conditional UPDATE: of concurrent archive requests exactly one changes the row
+        # (and bumps the version); the others find it archived. Idempotent.
+        archived_now = await self.products.archive(product_id)
         product = await self._get_for_write(product_id)
-        if product.status != ProductStatus.ARCHIVED:
-            product.status = ProductStatus.ARCHIVED.value
-            product.version += 1
-            await self.session.flush()
-            await self.session.refresh(product)
+        if archived_now:
             self._after_write(product)
         return ProductRead.model_validate(product)
 

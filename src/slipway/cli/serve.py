@@ -25,7 +25,7 @@ class Server(StrEnum):
     gunicorn = "gunicorn"
     #: HTTP/2 by ALPN under TLS (--certfile/--keyfile). slipway.serving.hypercorn_app.
     hypercorn = "hypercorn"
-    #: The Rust server, fastest in our benchmarks. slipway.serving.granian_app.
+    #: A Rust HTTP server, compared in benchmarks/. slipway.serving.granian_app.
     granian = "granian"
 
 

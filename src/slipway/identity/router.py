@@ -33,7 +33,7 @@ from slipway.identity.schemas import (
 )
 from slipway.identity.sessions import IssuedTokens
 from slipway.platform.errors import error_response
-from slipway.platform.pagination import CURSOR_MAX_LENGTH, CURSOR_PATTERN, Page
+from slipway.platform.pagination import CURSOR_MAX_LENGTH, Page
 from slipway.platform.ratelimit import RateLimit, body_field, client_ip
 from slipway.platform.settings import Settings
 
@@ -260,9 +260,7 @@ async def list_users(
     _admin: AdminUser,
     accounts: AccountServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=CURSOR_MAX_LENGTH, pattern=CURSOR_PATTERN)
-    ] = None,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_LENGTH)] = None,
     role: Role | None = None,
 ) -> Page[UserRead]:
     """Every account, oldest first, with keyset pagination."""

@@ -75,7 +75,15 @@ class IdentityRuntime:
         # JSON, not pickle: unpickling what a shared Redis holds would run its code.
         self._shared_cache = Cache(name="identity-shared")
         if settings.redis_url:
-            self._shared_cache.setup(settings.redis_url, suppress=False, pickle_type="json")
+            # Short timeouts, as every Redis client here: a dead Redis must fail a login
+            # attempt's throttle lookup fast, not hang it (OWASP API10).
+            self._shared_cache.setup(
+                settings.redis_url,
+                suppress=False,
+                pickle_type="json",
+                socket_connect_timeout=1.0,
+                socket_timeout=1.0,
+            )
         else:
             self._shared_cache.setup("mem://?size=100000&check_interval=60")
         self.throttle = LoginThrottle(self._shared_cache, settings)

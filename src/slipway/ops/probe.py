@@ -109,7 +109,7 @@ class ProbeContext:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self.spend()
-        return self.client.request(method, self.config.base_url.join(path), **kwargs)
+        return self.client.request(method, str(self.config.base_url.join(path)), **kwargs)
 
     def shared(self, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if key not in self._cache:
@@ -169,7 +169,7 @@ def redirect(ctx: ProbeContext) -> Outcome:
         return refused
     ctx.spend()
     try:
-        response = ctx.client.get(ctx.config.http_url.join(ctx.config.base_url.path))
+        response = ctx.client.get(str(ctx.config.http_url.join(ctx.config.base_url.path)))
     except httpx.ConnectError:
         return warned(f"nothing listens on {ctx.config.http_url} (no plain HTTP at all)")
     location = response.headers.get("location", "")

@@ -19,9 +19,7 @@ from slipway.platform.errors import ValidationFailedError
 
 T = TypeVar("T")
 
-#: What `CursorCodec.encode` produces (unpadded base64url), as documented on every `cursor`
-#: query parameter: anything else is refused before it is decoded.
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+#: The longest cursor `CursorCodec.decode` reads (every `cursor` query parameter says so).
 CURSOR_MAX_LENGTH = 1024
 
 

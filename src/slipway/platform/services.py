@@ -11,6 +11,9 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, FastAPI, Request
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from slipway.platform.cache.service import CacheService, open_cache
@@ -50,7 +53,14 @@ def create_redis(url: str) -> Redis:
         socket_connect_timeout=1.0,
         socket_timeout=1.0,
         health_check_interval=15,
-        retry_on_timeout=False,
+        # One immediate retry on a new connection after a connection error. After a Redis
+        # restart every pooled connection is dead, and `from_url` pools retry nothing: each
+        # one failed its next command, and each failure put the rate limiter back into its
+        # 1 s fail-open back-off, so limits stayed unenforced for seconds after Redis was
+        # back (tests/reliability/test_redis_outage.py). Timeouts are not retried: a Redis
+        # that hangs must not cost two timeouts.
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
     )
 
 

@@ -1,7 +1,7 @@
 """`slipway serve --server granian`: Granian (a Rust HTTP server) with its ASGI interface.
 
-The fastest server in our measurements (benchmarks/scenarios_servers.py). Configured the
-way the other servers are:
+Its speed against the other servers is measured by benchmarks/scenarios_servers.py.
+Configured the way the other servers are:
 - proxy headers are left alone: the app resolves X-Forwarded-* itself against
   FORWARDED_ALLOW_IPS (Granian rewrites nothing unless wrapped in its proxy-headers
   helper, which is not used here);

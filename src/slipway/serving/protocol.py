@@ -19,6 +19,10 @@ This protocol drains instead:
 
 The server's own deadline still applies: uvicorn waits for connections at most
 `timeout_graceful_shutdown` seconds, so the drain can never delay exit beyond it.
+
+Writes also go through a CoalescingTransport (slipway.serving.coalesce): a response's
+headers and body leave in one send(), so a worker killed mid-response never leaves the
+proxy with headers it cannot retry.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from __future__ import annotations
 import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from slipway.serving.coalesce import CoalescingTransport
 
 #: What `http=` takes in uvicorn's Config (an import string survives uvicorn's worker spawn).
 HTTP_PROTOCOL = "slipway.serving.protocol:DrainingHttpToolsProtocol"
@@ -37,6 +43,9 @@ DRAIN_IDLE_SECONDS = 1.0
 class DrainingHttpToolsProtocol(HttpToolsProtocol):
     _draining = False
     _drain_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))
 
     def _idle(self) -> bool:
         return self.cycle is None or self.cycle.response_complete

@@ -66,6 +66,8 @@ async def record(
     result: SendResult | None = None,
     error: str | None = None,
 ) -> None:
+    if error is None and result is not None and not result.ok:
+        error = result.describe()
     async with services.session_factory() as session, session.begin():
         session.add(
             WebhookDelivery(
@@ -77,9 +79,7 @@ async def record(
                 status=status.value,
                 status_code=result.status_code if result else None,
                 duration_ms=result.duration_ms if result else None,
-                error=error
-                if error is not None
-                else (None if result is None or result.ok else result.describe()),
+                error=error,
                 response_excerpt=result.excerpt if result else None,
             )
         )

@@ -1,4 +1,14 @@
-"""Reject request bodies above `max_body_size` with 413, chunked bodies included."""
+"""Reject request bodies above `max_body_size` with 413, chunked bodies included.
+
+A 413 sent before the body is read must not be followed by closing the connection at once:
+the client (or Nginx, which forwards a buffered body of up to 2 MiB) is still sending, and
+closing a socket with unread data makes the kernel send a reset that can destroy the 413
+before the client reads it (Nginx then answers 502/503, httpx raises ReadError; measured by
+tests/reliability/test_malformed_input.py). So the connection stays open and the server
+reads and discards the rest of the body (uvicorn parses it without buffering once the
+response is complete), the "lingering close" Nginx and Apache do. Only a body declared far
+beyond the limit, which nobody legitimate sends, is cut off with `Connection: close`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slipway.platform.errors import error_body
+
+#: Bodies declared up to this many times the limit are read and discarded after the 413
+#: (so the client sees it); larger ones are cut off.
+LINGER_FACTOR = 8
 
 
 class BodyTooLargeError(HTTPException):
@@ -33,7 +47,13 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > limit or declared < 0:
-                    await self._reject(send, limit, status=413 if declared > limit else 400)
+                    await self._reject(
+                        send,
+                        limit,
+                        status=413 if declared > limit else 400,
+                        # An unparseable length leaves no way to find the next request.
+                        close=declared < 0 or declared > limit * LINGER_FACTOR,
+                    )
                     return
                 break
 
@@ -52,22 +72,18 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
     @staticmethod
-    async def _reject(send: Send, limit: int, *, status: int) -> None:
+    async def _reject(send: Send, limit: int, *, status: int, close: bool) -> None:
         if status == 413:
             body = error_body(
                 413, "payload_too_large", f"The request body exceeds the limit of {limit} bytes."
             )
         else:
             body = error_body(400, "bad_request", "Invalid Content-Length header.")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
