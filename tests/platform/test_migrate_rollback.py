@@ -5,8 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import structlog
-
 from slipway.platform.db.migrate import upgrade
 from tests.conftest import make_settings
 
@@ -18,10 +16,9 @@ def test_database_ahead_of_code_is_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
 
-    with structlog.testing.capture_logs() as logs:
-        upgrade(settings)
+    # Without the guard Alembic raises "Can't locate revision"; with it this returns.
+    upgrade(settings)
 
     with sqlite3.connect(db) as conn:
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     assert version == "9999_from_the_future"
-    assert any(entry["event"] == "database_ahead_of_code" for entry in logs)

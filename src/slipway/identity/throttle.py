@@ -47,7 +47,11 @@ class LoginThrottle:
             # Throttle storage down: the per-IP/username rate limits still apply.
             log.warning("login_throttle_unavailable", exc_info=True)
             return 0
-        return max(0, remaining)
+        # -2: no wait pending; -1: no expiry. Redis rounds TTLs, so a pending wait in its
+        # last half second reads as 0: still a wait.
+        if remaining == -2:
+            return 0
+        return max(1, remaining)
 
     async def record_failure(self, email: str) -> None:
         failures_key, wait_key = self._keys(email)
