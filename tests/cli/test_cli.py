@@ -147,7 +147,7 @@ async def test_valid_production_app_hides_docs(path: str, tmp_path: Path) -> Non
     app = create_app(settings)
 
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app), base_url="http://api.example.com"
         ) as client,

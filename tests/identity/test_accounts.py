@@ -257,7 +257,7 @@ async def test_hash_is_upgraded_at_login_when_parameters_change(
     )
 
     async with (
-        LifespanManager(stronger) as manager,
+        LifespanManager(stronger, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
         ) as other,

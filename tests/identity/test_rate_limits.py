@@ -100,7 +100,7 @@ async def test_reset_requests_are_rate_limited(client: httpx.AsyncClient) -> Non
 async def instance(settings: Settings, port: int) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=("127.0.0.1", port)),
             base_url="http://testserver",

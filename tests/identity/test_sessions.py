@@ -228,7 +228,7 @@ async def second_instance(settings: Settings) -> AsyncIterator[httpx.AsyncClient
         )
     )
     async with (
-        LifespanManager(other) as manager,
+        LifespanManager(other, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50001)),
             base_url="http://testserver",

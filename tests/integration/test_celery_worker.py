@@ -126,7 +126,7 @@ def stack(
 @pytest.fixture
 async def app(stack: Stack) -> AsyncIterator[FastAPI]:
     application = with_test_verifier(create_app(stack.settings))
-    async with LifespanManager(application) as manager:
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=60) as manager:
         await create_testing_tables(services_of(application).engine)
         application.state.asgi = manager.app
         yield application

@@ -129,7 +129,7 @@ async def cache(redis_url: str | None) -> AsyncIterator[CacheService]:
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50000)),
             base_url="http://testserver",

@@ -27,7 +27,7 @@ from tests.support.ports import free_port
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50000)),
             base_url="http://testserver",

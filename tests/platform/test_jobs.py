@@ -58,7 +58,7 @@ def app(settings: Settings) -> FastAPI:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50000)),
             base_url="http://testserver",
@@ -225,7 +225,7 @@ async def test_only_the_owner_and_staff_see_a_job(client: httpx.AsyncClient, bac
 
 async def test_shutdown_drains_queued_jobs(settings: Settings, backend: str) -> None:
     app = with_test_verifier(create_app(settings))
-    async with LifespanManager(app):
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
         services = services_of(app)
         await create_testing_tables(services.engine)
         async with services.session_factory() as session:
@@ -237,7 +237,7 @@ async def test_shutdown_drains_queued_jobs(settings: Settings, backend: str) -> 
         # Leaving the lifespan right away: the runner must finish the job first.
 
     check = create_app(settings)
-    async with LifespanManager(check):
+    async with LifespanManager(check, startup_timeout=60, shutdown_timeout=60):
         async with services_of(check).session_factory() as session:
             job = await session.get(Job, job_id)
         assert job is not None

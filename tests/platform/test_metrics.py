@@ -65,7 +65,7 @@ async def serve(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=client),
             base_url="http://testserver",

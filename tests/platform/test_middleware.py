@@ -79,7 +79,7 @@ async def serve(
     app: FastAPI, peer: tuple[str, int] = TRUSTED_PEER, base_url: str = "http://testserver"
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app, client=peer), base_url=base_url
         ) as http,

@@ -269,7 +269,7 @@ init_tracing(settings, span_processor=SimpleSpanProcessor(exporter))
 app = create_app(settings)
 
 async def main():
-    async with LifespanManager(app) as manager, httpx.AsyncClient(
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager, httpx.AsyncClient(
         transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
     ) as http:
         async with app.state.services.session_factory() as session, session.begin():
@@ -382,7 +382,7 @@ async def test_profiler_returns_a_call_tree_on_request(tmp_path: Path) -> None:
     )
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
         ) as http,

@@ -76,7 +76,9 @@ class AsUser:
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[ASGIApp]:
-    async with LifespanManager(AsUser(create_app(settings))) as manager:
+    async with LifespanManager(
+        AsUser(create_app(settings)), startup_timeout=60, shutdown_timeout=60
+    ) as manager:
         yield manager.app
 
 

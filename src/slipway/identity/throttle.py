@@ -47,11 +47,16 @@ class LoginThrottle:
             # Throttle storage down: the per-IP/username rate limits still apply.
             log.warning("login_throttle_unavailable", exc_info=True)
             return 0
-        # -2: no wait pending; -1: no expiry. Redis rounds TTLs, so a pending wait in its
-        # last half second reads as 0: still a wait.
-        if remaining == -2:
+        if remaining > 0:
+            return remaining
+        # TTLs are rounded to whole seconds, so 0 is ambiguous: a wait in its last half
+        # second (still pending) or, in the memory backend, one that just lapsed. `get`
+        # honours the exact expiry in both backends.
+        try:
+            pending = await self._cache.get(wait_key)
+        except Exception:
             return 0
-        return max(1, remaining)
+        return 1 if pending is not None else 0
 
     async def record_failure(self, email: str) -> None:
         failures_key, wait_key = self._keys(email)
